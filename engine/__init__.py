@@ -1,0 +1,1 @@
+"""vr-engine: an open virtual receptionist server."""
