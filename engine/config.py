@@ -1,0 +1,153 @@
+"""Loading and checking a configuration file (SPEC §7): YAML or JSON, every error at once.
+
+A file has a `server:` section (`ServerSettings`) and a list `ivrs:` of receptionists with
+PortSIP's field names; a receptionist may list its `action_urls` inline and give
+`prompt_file` / `transfer_prompt_file` as paths relative to the file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from engine.errors import ConfigError, FieldProblem
+from engine.model import Receptionist, ServerSettings, Strict
+
+_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "unknown field",
+}
+
+
+class ConfigReceptionist(Receptionist):
+    """A receptionist as written in a configuration file."""
+
+    prompt_file: str | None = None
+    transfer_prompt_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_prompt_source(self) -> Self:
+        for path_field, id_field in (
+            ("prompt_file", "prompt_file_id"),
+            ("transfer_prompt_file", "transfer_prompt_file_id"),
+        ):
+            if getattr(self, path_field) and getattr(self, id_field):
+                raise ValueError(f"give either {path_field} or {id_field}, not both")
+        return self
+
+
+class ConfigFile(Strict):
+    server: ServerSettings = ServerSettings()
+    ivrs: list[ConfigReceptionist] = Field(default_factory=list)
+
+
+def format_loc(loc: Sequence[int | str]) -> str:
+    """A pydantic location as a field path: ``('ivrs', 0, 'pin')`` → ``ivrs[0].pin``."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def problems_from(error: ValidationError, prefix: Sequence[int | str] = ()) -> list[FieldProblem]:
+    """Every problem of a pydantic error, with field paths and plain messages."""
+    problems = []
+    for item in error.errors(include_url=False):
+        message = _MESSAGES.get(item["type"], item["msg"])
+        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        problems.append(FieldProblem(format_loc([*prefix, *item["loc"]]), message))
+    return problems
+
+
+def _cross_problems(data: dict[str, Any]) -> list[FieldProblem]:
+    """Problems that span receptionists: duplicate extensions, unknown holiday names."""
+    ivrs = data.get("ivrs")
+    if not isinstance(ivrs, list):
+        return []
+    problems = []
+    extensions = [str(i.get("extension_number")) for i in ivrs if isinstance(i, dict)]
+    counts = Counter(extensions)
+    for index, ivr in enumerate(ivrs):
+        if isinstance(ivr, dict) and counts.get(str(ivr.get("extension_number")), 0) > 1:
+            problems.append(
+                FieldProblem(
+                    f"ivrs[{index}].extension_number",
+                    f"extension {ivr.get('extension_number')} is used by more than one "
+                    "receptionist",
+                )
+            )
+    server = data.get("server") if isinstance(data.get("server"), dict) else {}
+    assert isinstance(server, dict)
+    holidays = server.get("holidays")
+    holiday_list = holidays if isinstance(holidays, list) else []
+    known = {h.get("name") for h in holiday_list if isinstance(h, dict)}
+    for index, ivr in enumerate(ivrs):
+        rules = ivr.get("custom_forward_rules") if isinstance(ivr, dict) else None
+        for r_index, rule in enumerate(rules if isinstance(rules, list) else []):
+            names = rule.get("holidays") if isinstance(rule, dict) else None
+            for h_index, name in enumerate(names if isinstance(names, list) else []):
+                if isinstance(name, str) and name not in known:
+                    problems.append(
+                        FieldProblem(
+                            f"ivrs[{index}].custom_forward_rules[{r_index}].holidays[{h_index}]",
+                            f"no holiday named {name!r} in server.holidays",
+                        )
+                    )
+    return problems
+
+
+def _file_problems(config: ConfigFile, base: Path) -> list[FieldProblem]:
+    problems = []
+    for index, ivr in enumerate(config.ivrs):
+        for field in ("prompt_file", "transfer_prompt_file"):
+            value = getattr(ivr, field)
+            if value and not (base / value).is_file():
+                problems.append(
+                    FieldProblem(f"ivrs[{index}].{field}", f"no such file: {base / value}")
+                )
+    return problems
+
+
+def parse_config(data: Any, *, base: Path, source: str = "configuration") -> ConfigFile:
+    """Validate already-parsed data. Raises ConfigError listing every problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([FieldProblem("", "must be a mapping with server: and ivrs:")], source)
+    problems = _cross_problems(data)
+    config: ConfigFile | None = None
+    try:
+        config = ConfigFile.model_validate(data)
+    except ValidationError as error:
+        problems = problems_from(error) + problems
+    if config is not None:
+        problems += _file_problems(config, base)
+    if problems or config is None:
+        raise ConfigError(_dedupe(problems), source)
+    return config
+
+
+def _dedupe(problems: Iterable[FieldProblem]) -> list[FieldProblem]:
+    return list(dict.fromkeys(problems))
+
+
+def load_config(path: Path) -> ConfigFile:
+    """Read and validate a YAML or JSON configuration file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError([FieldProblem("", f"cannot read: {error.strerror}")], str(path)) from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ConfigError([FieldProblem("", f"not valid YAML/JSON: {error}")], str(path)) from None
+    return parse_config(data, base=path.parent, source=str(path))
