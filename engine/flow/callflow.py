@@ -367,6 +367,7 @@ class CallFlow:
                 self._complete(by_hash=False)  # DISA: an empty entry
             case TimerName.ACTION_URL:
                 assert self._request is not None
+                self._emit(CancelActionUrl(request_id=self._request.request_id))
                 request_timeout = self._request.action_url.effective_request_timeout
                 self._on_action_url_result(
                     ActionUrlFailed(
