@@ -140,14 +140,18 @@ def _dedupe(problems: Iterable[FieldProblem]) -> list[FieldProblem]:
     return list(dict.fromkeys(problems))
 
 
-def load_config(path: Path) -> ConfigFile:
-    """Read and validate a YAML or JSON configuration file."""
+def read_config_data(path: Path) -> Any:
+    """The parsed (not yet validated) content of a YAML or JSON configuration file."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError([FieldProblem("", f"cannot read: {error.strerror}")], str(path)) from None
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         raise ConfigError([FieldProblem("", f"not valid YAML/JSON: {error}")], str(path)) from None
-    return parse_config(data, base=path.parent, source=str(path))
+
+
+def load_config(path: Path) -> ConfigFile:
+    """Read and validate a YAML or JSON configuration file."""
+    return parse_config(read_config_data(path), base=path.parent, source=str(path))

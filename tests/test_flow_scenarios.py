@@ -101,7 +101,9 @@ def test_eleven_pressed_as_two_digits_is_eleven() -> None:
         ("5", 2.9, False),
     ],
 )
-def test_hash_rule_fires_on_hash_or_after_three_seconds(keys: str, wait: float, fires: bool) -> None:
+def test_hash_rule_fires_on_hash_or_after_three_seconds(
+    keys: str, wait: float, fires: bool
+) -> None:
     h = started(receptionist(custom_forward_rules=[menu("5#", "FORWARD_TO_NUMBER", "205")]))
     h.press(keys)
     h.wait(wait)
@@ -109,7 +111,9 @@ def test_hash_rule_fires_on_hash_or_after_three_seconds(keys: str, wait: float, 
 
 
 def test_hash_rule_wait_is_three_seconds_even_with_a_long_dtmf_interval() -> None:
-    ivr = receptionist(dtmf_interval=8, custom_forward_rules=[menu("5#", "FORWARD_TO_NUMBER", "205")])
+    ivr = receptionist(
+        dtmf_interval=8, custom_forward_rules=[menu("5#", "FORWARD_TO_NUMBER", "205")]
+    )
     h = started(ivr)
     h.press("5")
     h.wait(3)
@@ -123,7 +127,9 @@ def test_hash_terminates_direct_dial_input_at_once() -> None:
     assert h.flow.record.inputs[-1].digits == "201#"
 
 
-@pytest.mark.parametrize(("interval", "wait", "done"), [(2, 2.0, True), (2, 1.9, False), (4, 3.9, False)])
+@pytest.mark.parametrize(
+    ("interval", "wait", "done"), [(2, 2.0, True), (2, 1.9, False), (4, 3.9, False)]
+)
 def test_input_completes_after_dtmf_interval(interval: int, wait: float, done: bool) -> None:
     h = started(receptionist(dtmf_interval=interval))
     h.press("201")
@@ -169,7 +175,9 @@ def test_dtmf_action_url_is_asked_before_the_menu_and_its_reply_decides() -> Non
 
 
 def test_immediate_menu_match_waits_while_a_dtmf_mask_could_still_match() -> None:
-    ivr = receptionist(custom_forward_rules=[menu("5", "FORWARD_TO_NUMBER", "205")], action_urls=[url()])
+    ivr = receptionist(
+        custom_forward_rules=[menu("5", "FORWARD_TO_NUMBER", "205")], action_urls=[url()]
+    )
     h = started(ivr)
     h.press("5")
     assert h.transfers == []
@@ -179,7 +187,9 @@ def test_immediate_menu_match_waits_while_a_dtmf_mask_could_still_match() -> Non
 
 
 def test_immediate_menu_match_when_no_dtmf_mask_can_match() -> None:
-    ivr = receptionist(custom_forward_rules=[menu("1", "FORWARD_TO_NUMBER", "201")], action_urls=[url()])
+    ivr = receptionist(
+        custom_forward_rules=[menu("1", "FORWARD_TO_NUMBER", "201")], action_urls=[url()]
+    )
     h = started(ivr)
     h.press("1")
     assert h.transferred_to == "201"
@@ -457,7 +467,9 @@ def test_timeout_rule_without_transfer_prompt_even_when_one_is_set() -> None:
     h.prompt_ends()
     h.wait(5)
     assert h.transferred_to == "100"
-    assert FilePrompt(file_id="f-hold") not in [p for a in h.actions_of(PlayPrompt) for p in a.prompts]
+    assert FilePrompt(file_id="f-hold") not in [
+        p for a in h.actions_of(PlayPrompt) for p in a.prompts
+    ]
 
 
 def test_timeout_rule_hangup_says_goodbye() -> None:
@@ -741,7 +753,9 @@ def test_disa_silence_counts_as_an_attempt_but_not_as_a_wrong_pin() -> None:
 
 def test_disa_transfer_gets_the_transfer_prompt_and_failure_rule() -> None:
     ivr = disa_ivr(
-        enable_pin=False, pin=None, transfer_prompt_file_id="f-hold",
+        enable_pin=False,
+        pin=None,
+        transfer_prompt_file_id="f-hold",
         failure_forward_rule=fwd("HANGUP"),
     )
     h = started(ivr)
@@ -823,9 +837,16 @@ def test_holidays_are_checked_before_office_hours(holiday: dict[str, Any], hit: 
 
 
 def test_menu_rule_can_send_to_disa_out_of_hours() -> None:
-    rule = menu("1", "FORWARD_TO_NUMBER", "201", non_office_hours_forward_rule=fwd("DISA"),
-                office_hours={"mode": "CUSTOM", **HOURS})
-    h = started(receptionist(custom_forward_rules=[rule], pin=PIN), at=datetime(2026, 1, 17, 12, tzinfo=UTC))
+    rule = menu(
+        "1",
+        "FORWARD_TO_NUMBER",
+        "201",
+        non_office_hours_forward_rule=fwd("DISA"),
+        office_hours={"mode": "CUSTOM", **HOURS},
+    )
+    h = started(
+        receptionist(custom_forward_rules=[rule], pin=PIN), at=datetime(2026, 1, 17, 12, tzinfo=UTC)
+    )
     h.press("1")
     assert h.playing == (SystemPrompt.ENTER_PIN,)
 
@@ -870,7 +891,16 @@ def _closing(h: Harness) -> None:
 
 @pytest.mark.parametrize(
     "reach",
-    [_to_greeting, _to_menu, _mid_digits, _deciding, _pin, _transfer_prompt, _transferring, _closing],
+    [
+        _to_greeting,
+        _to_menu,
+        _mid_digits,
+        _deciding,
+        _pin,
+        _transfer_prompt,
+        _transferring,
+        _closing,
+    ],
 )
 def test_caller_hang_up_at_any_moment_leaves_nothing_behind(reach: Any) -> None:
     ivr = receptionist(

@@ -39,7 +39,7 @@ class _Pattern:
         if len(value) != len(self.text):
             return False
         return all(
-            p == v or (p == "*" and v.isdigit()) for p, v in zip(self.text, value, strict=True)
+            v in "0123456789" if p == "*" else p == v for p, v in zip(self.text, value, strict=True)
         )
 
     def could_extend_to_match(self, prefix: str) -> bool:
