@@ -90,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = _load_for_serve(args)
             from engine.server import serve
 
-            return serve(config, data_dir=args.data_dir, log_level=args.log_level)
+            base = args.config.parent if args.config else Path.cwd()
+            return serve(config, data_dir=args.data_dir, log_level=args.log_level, base=base)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

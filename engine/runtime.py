@@ -1,0 +1,470 @@
+"""The runtime: the one asyncio loop that joins telephony, call flows, timers and action URLs.
+
+It routes each new call to a snapshot of its receptionist, feeds that call's `CallFlow` every
+event (SIP events, timers, action-URL results), carries out the actions it returns, and writes
+one call record when the call is gone. It never blocks: all SIP work happens on the telephony
+thread, HTTP in tasks, and timers are `loop.call_later` handles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from engine.flow.actions import (
+    Action,
+    CancelActionUrl,
+    CancelTimer,
+    DisaPinAccepted,
+    DisaPinRejected,
+    FilePrompt,
+    Hangup,
+    PlayPrompt,
+    Prompt,
+    RequestActionUrl,
+    StartTimer,
+    StopPrompt,
+    TimerName,
+    Transfer,
+    TransferKind,
+)
+from engine.flow.callflow import CallContext, CallFlow, Phase
+from engine.flow.events import (
+    ActionUrlFailed,
+    ActionUrlReplied,
+    CallAnswered,
+    CallerHungUp,
+    DigitReceived,
+    Event,
+    FailureKind,
+    PromptFinished,
+    TimerFired,
+    TransferFailed,
+    TransferProgressed,
+    TransferSucceeded,
+)
+from engine.flow.routing import route_call
+from engine.lockout import DisaLockouts
+from engine.model import ActionUrl, Receptionist, ServerSettings
+from engine.prompts import PromptLibrary
+from engine.records import CallRecords, to_document
+from engine.telephony.base import (
+    CallConfirmed,
+    CallDisconnected,
+    CallId,
+    DtmfDigit,
+    IncomingCall,
+    PlaybackFinished,
+    Telephony,
+    TelephonyEvent,
+    TransferStatus,
+)
+
+log = logging.getLogger("vr.runtime")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallFacts:
+    """What an action URL request says about its call (SPEC §4 parameters)."""
+
+    from_number: str
+    to: str
+    from_name: str
+    account_name: str
+    session_id: str
+
+
+class ActionUrlRequester(Protocol):
+    async def request(
+        self,
+        action_url: ActionUrl,
+        facts: CallFacts,
+        input: str,
+        *,
+        request_id: int,
+        now: Callable[[], datetime],
+    ) -> ActionUrlReplied | ActionUrlFailed: ...
+
+
+@dataclass
+class ActiveCall:
+    incoming: IncomingCall
+    receptionist: Receptionist
+    flow: CallFlow
+    session_id: str
+    started_at: datetime
+    transfer_domain: str
+    timers: dict[TimerName, asyncio.TimerHandle] = field(default_factory=dict)
+    requests: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    disa_failure_counted: bool = False
+    sip: dict[str, Any] = field(default_factory=dict)
+    dtmf_methods: Counter[str] = field(default_factory=Counter)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+class Runtime:
+    """Serves calls for a set of receptionists. Use from the asyncio loop only."""
+
+    def __init__(
+        self,
+        *,
+        server: ServerSettings,
+        receptionists: Mapping[str, Receptionist],
+        telephony: Telephony,
+        prompts: PromptLibrary,
+        files: Mapping[str, Path],
+        action_urls: ActionUrlRequester,
+        records: CallRecords,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.server = server
+        self.tz = ZoneInfo(server.timezone)
+        self.receptionists = dict(receptionists)
+        self.telephony = telephony
+        self.prompts = prompts
+        self.files = dict(files)
+        self.action_urls = action_urls
+        self.records = records
+        self.clock = clock
+        self.lockouts = DisaLockouts(server.disa)
+        self.calls: dict[CallId, ActiveCall] = {}
+        self.draining = False
+        self.counters: Counter[str] = Counter()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- configuration -----------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        limit = self.telephony.max_calls
+        return min(limit, self.server.max_calls) if self.server.max_calls else limit
+
+    def set_receptionists(self, receptionists: Mapping[str, Receptionist]) -> None:
+        """Live change: new calls use these; calls in progress keep their snapshot."""
+        self.receptionists = dict(receptionists)
+
+    # --- telephony events --------------------------------------------------------------------
+
+    def on_event(self, event: TelephonyEvent) -> None:
+        """The telephony adapter's sink. Never raises: one call's trouble is not another's."""
+        try:
+            self._dispatch(event)
+        except Exception:
+            log.exception("call %s: error handling %s", event.call_id, type(event).__name__)
+
+    def _dispatch(self, event: TelephonyEvent) -> None:
+        if isinstance(event, IncomingCall):
+            self._on_incoming(event)
+            return
+        call = self.calls.get(event.call_id)
+        if call is None:
+            return
+        match event:
+            case CallConfirmed():
+                call.sip["confirmed_at"] = self.clock().isoformat()
+                self._feed(call, CallAnswered(at=self.clock()))
+            case DtmfDigit():
+                call.dtmf_methods[event.method] += 1
+                self.counters[f"dtmf_{event.method}"] += 1
+                self._feed(
+                    call, DigitReceived(at=self.clock(), digit=event.digit, method=event.method)
+                )
+            case PlaybackFinished():
+                self._feed(call, PromptFinished(at=self.clock(), play_id=event.play_id))
+            case TransferStatus():
+                self._on_transfer_status(call, event)
+            case CallDisconnected():
+                call.sip["disconnect_code"] = event.sip_code
+                call.sip["disconnect_reason"] = event.reason
+                call.sip["disconnected_by"] = "caller" if event.by_remote else "server"
+                if call.flow.phase is not Phase.ENDED:
+                    self._feed(call, CallerHungUp(at=self.clock()))
+                self._finish(call)
+
+    def _on_incoming(self, incoming: IncomingCall) -> None:
+        self.counters["invites"] += 1
+        route = route_call(
+            incoming.request_user,
+            self.receptionists,
+            source_host=incoming.source_host,
+            allow=self.server.sip_allow,
+            draining=self.draining,
+            active_calls=len(self.calls),
+            capacity=self.capacity,
+        )
+        if route.receptionist is None:
+            self.counters[f"rejected_{route.sip_code}"] += 1
+            level = logging.WARNING if route.sip_code == 503 else logging.INFO
+            extra = ""
+            if "call limit" in route.reason:
+                extra = (
+                    f" — this server carries at most {self.capacity} concurrent calls "
+                    f"(SIP stack limit {self.telephony.max_calls}"
+                    + (f", max_calls {self.server.max_calls}" if self.server.max_calls else "")
+                    + "); install the tuned pjsua2 build to raise it"
+                )
+            log.log(
+                level,
+                "rejecting INVITE for %s from %s:%s with %s %s%s",
+                incoming.request_user,
+                incoming.source_host,
+                incoming.source_port,
+                route.sip_code,
+                route.reason,
+                extra,
+            )
+            self.telephony.reject(incoming.call_id, route.sip_code, route.reason)
+            return
+        session_id = incoming.session_id or uuid.uuid4().hex
+        now = self.clock()
+        locked = self.lockouts.is_locked(incoming.from_user, incoming.source_host, time.time())
+        context = CallContext(
+            session_id=session_id,
+            caller_number=incoming.from_user,
+            caller_name=incoming.from_display,
+            disa_locked=locked,
+        )
+        flow = CallFlow(route.receptionist, self.server, self.tz, context)
+        domain = self.server.transfer_domain or (
+            f"{format_host(incoming.source_host)}:{incoming.source_port}"
+        )
+        call = ActiveCall(
+            incoming=incoming,
+            receptionist=route.receptionist,
+            flow=flow,
+            session_id=session_id,
+            started_at=now,
+            transfer_domain=domain,
+        )
+        self.calls[incoming.call_id] = call
+        self._idle.clear()
+        self.counters["calls_total"] += 1
+        log.info(
+            "session %s: call from %s to %s (%s) answered",
+            session_id,
+            incoming.from_user,
+            route.receptionist.extension_number,
+            route.receptionist.name,
+        )
+        self.telephony.answer(incoming.call_id)
+
+    def _on_transfer_status(self, call: ActiveCall, event: TransferStatus) -> None:
+        call.sip.setdefault("transfer_notify_codes", []).append(event.sip_code)
+        now = self.clock()
+        if not event.final:
+            self._feed(call, TransferProgressed(at=now, sip_code=event.sip_code))
+        elif 200 <= event.sip_code < 300:
+            self._feed(call, TransferSucceeded(at=now, sip_code=event.sip_code))
+        else:
+            self._feed(call, TransferFailed(at=now, sip_code=event.sip_code, reason=event.reason))
+
+    # --- feeding the flow and carrying out its actions --------------------------------------
+
+    def _feed(self, call: ActiveCall, event: Event) -> None:
+        for action in call.flow.handle(event):
+            try:
+                self._execute(call, action)
+            except Exception:
+                log.exception("session %s: could not carry out %s", call.session_id, action)
+
+    def _execute(self, call: ActiveCall, action: Action) -> None:
+        call_id = call.incoming.call_id
+        match action:
+            case PlayPrompt():
+                files = [self._prompt_file(call, prompt) for prompt in action.prompts]
+                self.telephony.play(call_id, action.play_id, files)
+            case StopPrompt():
+                self.telephony.stop_playback(call_id)
+            case StartTimer():
+                self._cancel_timer(call, action.timer)
+                loop = asyncio.get_running_loop()
+                call.timers[action.timer] = loop.call_later(
+                    action.seconds, self._fire, call_id, action.timer, action.token
+                )
+            case CancelTimer():
+                self._cancel_timer(call, action.timer)
+            case RequestActionUrl():
+                task = asyncio.get_running_loop().create_task(self._request(call, action))
+                call.requests[action.request_id] = task
+            case CancelActionUrl():
+                pending = call.requests.pop(action.request_id, None)
+                if pending is not None:
+                    pending.cancel()
+            case Transfer():
+                refer_to = self._refer_to(call, action)
+                log.info("session %s: transferring to %s", call.session_id, refer_to)
+                self.telephony.transfer(call_id, refer_to)
+            case Hangup():
+                log.info("session %s: hanging up (%s)", call.session_id, action.reason)
+                self.telephony.hangup(call_id)
+            case DisaPinRejected():
+                self.counters["disa_pin_failures"] += 1
+                log.warning(
+                    "session %s: wrong DISA PIN from %s (%s), attempt %d",
+                    call.session_id,
+                    call.incoming.from_user,
+                    call.incoming.source_host,
+                    action.attempt,
+                )
+                if not call.disa_failure_counted:
+                    call.disa_failure_counted = True
+                    locked = self.lockouts.record_failed_call(
+                        call.incoming.from_user, call.incoming.source_host, time.time()
+                    )
+                    for key in locked:
+                        self.counters["disa_lockouts"] += 1
+                        log.warning(
+                            "DISA locked for %s for %d s after %d failed calls",
+                            key,
+                            self.server.disa.lockout,
+                            self.server.disa.max_failed_calls,
+                        )
+            case DisaPinAccepted():
+                self.counters["disa_pin_accepted"] += 1
+
+    def _prompt_file(self, call: ActiveCall, prompt: Prompt) -> Path:
+        if isinstance(prompt, FilePrompt):
+            path = self.files.get(prompt.file_id)
+            if path is not None:
+                return path
+            log.error(
+                "session %s: prompt file %s is missing; playing the built-in greeting",
+                call.session_id,
+                prompt.file_id,
+            )
+            return self.prompts.path(call.receptionist.language, "greeting")
+        return self.prompts.path(call.receptionist.language, prompt.value)
+
+    def _refer_to(self, call: ActiveCall, transfer: Transfer) -> str:
+        domain = call.transfer_domain
+        if transfer.kind is TransferKind.VOICEMAIL and transfer.refer_to_template:
+            return transfer.refer_to_template.format(number=transfer.destination, domain=domain)
+        return f"sip:{transfer.destination}@{domain}"
+
+    def _cancel_timer(self, call: ActiveCall, timer: TimerName) -> None:
+        handle = call.timers.pop(timer, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _fire(self, call_id: CallId, timer: TimerName, token: int) -> None:
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        call.timers.pop(timer, None)
+        try:
+            self._feed(call, TimerFired(at=self.clock(), timer=timer, token=token))
+        except Exception:
+            log.exception("session %s: error on timer %s", call.session_id, timer)
+
+    async def _request(self, call: ActiveCall, action: RequestActionUrl) -> None:
+        facts = CallFacts(
+            from_number=call.incoming.from_user,
+            to=call.receptionist.extension_number,
+            from_name=call.incoming.from_display,
+            account_name=call.receptionist.name,
+            session_id=call.session_id,
+        )
+        try:
+            result = await self.action_urls.request(
+                action.action_url, facts, action.input, request_id=action.request_id, now=self.clock
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the client should never raise; be safe anyway
+            result = ActionUrlFailed(
+                at=self.clock(),
+                request_id=action.request_id,
+                kind=FailureKind.CONNECT_ERROR,
+                detail=f"unexpected error: {type(error).__name__}",
+            )
+        if action.request_id in call.requests:
+            del call.requests[action.request_id]
+        if isinstance(result, ActionUrlFailed):
+            self.counters["action_url_failures"] += 1
+        if self.calls.get(call.incoming.call_id) is call:
+            self._feed(call, result)
+
+    # --- the end of a call -------------------------------------------------------------------
+
+    def _finish(self, call: ActiveCall) -> None:
+        for handle in call.timers.values():
+            handle.cancel()
+        for task in call.requests.values():
+            task.cancel()
+        call.timers.clear()
+        call.requests.clear()
+        del self.calls[call.incoming.call_id]
+        record = self.call_record(call)
+        self.counters[f"outcome_{record['outcome']}"] += 1
+        try:
+            self.records.write(record)
+        except OSError:
+            log.exception("session %s: could not write the call record", call.session_id)
+        log.info("session %s: ended, %s (%s)", call.session_id, record["outcome"], record["reason"])
+        if not self.calls:
+            self._idle.set()
+
+    def call_record(self, call: ActiveCall) -> dict[str, Any]:
+        flow_record = call.flow.record
+        last_transfer = flow_record.transfers[-1] if flow_record.transfers else None
+        return {
+            "session_id": call.session_id,
+            "receptionist_id": call.receptionist.id,
+            "receptionist": call.receptionist.name,
+            "extension_number": call.receptionist.extension_number,
+            "caller_number": call.incoming.from_user,
+            "caller_name": call.incoming.from_display,
+            "source": f"{call.incoming.source_host}:{call.incoming.source_port}",
+            "transport": call.incoming.transport,
+            "started_at": call.started_at.isoformat(),
+            "answered_at": to_document(flow_record.answered_at),
+            "ended_at": to_document(flow_record.ended_at or self.clock()),
+            "outcome": (flow_record.outcome.value if flow_record.outcome else "unknown"),
+            "reason": flow_record.reason,
+            "transferred_to": flow_record.transferred_to,
+            "transfer_sip_code": last_transfer.sip_code if last_transfer else None,
+            "transfer_assumed": bool(last_transfer and last_transfer.result == "assumed"),
+            "inputs": to_document(flow_record.inputs),
+            "action_urls": to_document(flow_record.action_urls),
+            "transfers": to_document(flow_record.transfers),
+            "menu_rules": flow_record.menu_rules,
+            "night_mode": flow_record.night_mode,
+            "disa_pin_failures": flow_record.disa_pin_failures,
+            "disa_authenticated": flow_record.disa_authenticated,
+            "digits_ignored": flow_record.digits_ignored,
+            "dtmf_methods": dict(call.dtmf_methods),
+            "sip": dict(call.sip),
+        }
+
+    # --- draining ----------------------------------------------------------------------------
+
+    async def drain(self, grace: float) -> None:
+        """Refuse new calls (503); wait up to `grace` seconds for calls to end; hang up the rest."""
+        self.draining = True
+        log.info("draining: %d call(s) in progress, grace %s s", len(self.calls), grace)
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=grace)
+        except TimeoutError:
+            for call_id in list(self.calls):
+                self.telephony.hangup(call_id)
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=5)
+            except TimeoutError:
+                log.warning("%d call(s) did not end after hang-up", len(self.calls))

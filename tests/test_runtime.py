@@ -1,0 +1,232 @@
+"""The runtime on an in-memory telephony fake: routing, actions carried out, timers on the
+loop, action-URL results fed back, records written, draining. Real SIP is in integration/."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from engine.flow.events import ActionUrlFailed, ActionUrlReplied, FailureKind
+from engine.model import ActionUrl, ServerSettings
+from engine.prompts import PromptLibrary
+from engine.records import CallRecords
+from engine.runtime import CallFacts, Runtime
+from engine.telephony.base import (
+    CallConfirmed,
+    CallDisconnected,
+    DtmfDigit,
+    IncomingCall,
+    PlaybackFinished,
+    TransferStatus,
+)
+from tests.flow_harness import menu, receptionist
+
+
+class FakeTelephony:
+    def __init__(self, max_calls: int = 4) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+        self._max = max_calls
+
+    @property
+    def max_calls(self) -> int:
+        return self._max
+
+    def answer(self, call_id: str) -> None:
+        self.commands.append(("answer", call_id))
+
+    def reject(self, call_id: str, sip_code: int, reason: str) -> None:
+        self.commands.append(("reject", call_id, sip_code))
+
+    def play(self, call_id: str, play_id: int, files: Sequence[Path]) -> None:
+        self.commands.append(("play", call_id, play_id, tuple(f.name for f in files)))
+
+    def stop_playback(self, call_id: str) -> None:
+        self.commands.append(("stop", call_id))
+
+    def transfer(self, call_id: str, refer_to: str) -> None:
+        self.commands.append(("transfer", call_id, refer_to))
+
+    def hangup(self, call_id: str) -> None:
+        self.commands.append(("hangup", call_id))
+
+    def named(self, name: str) -> list[tuple[Any, ...]]:
+        return [c for c in self.commands if c[0] == name]
+
+
+class FakeActionUrls:
+    def __init__(self, reply: Callable[[int, str], ActionUrlReplied | ActionUrlFailed]) -> None:
+        self.reply = reply
+        self.seen: list[tuple[str, CallFacts]] = []
+
+    async def request(
+        self, action_url: ActionUrl, facts: CallFacts, input: str, *, request_id: int,
+        now: Callable[[], datetime],
+    ) -> ActionUrlReplied | ActionUrlFailed:
+        self.seen.append((input, facts))
+        await asyncio.sleep(0.01)
+        return self.reply(request_id, input)
+
+
+def incoming(call_id: str = "c1", user: str = "800", **kw: Any) -> IncomingCall:
+    data: dict[str, Any] = dict(
+        call_id=call_id, request_user=user, from_user="1001", from_display="Ann",
+        source_host="127.0.0.1", source_port=5062, transport="udp", session_id=None,
+        user_agent="test",
+    )
+    data.update(kw)
+    return IncomingCall(**data)
+
+
+def make_runtime(
+    tmp_path: Path, ivr: Any = None, telephony: FakeTelephony | None = None,
+    urls: FakeActionUrls | None = None, **server: Any,
+) -> tuple[Runtime, FakeTelephony]:
+    tel = telephony or FakeTelephony()
+    ivr = ivr or receptionist(custom_forward_rules=[menu("1", "FORWARD_TO_NUMBER", "201")])
+    runtime = Runtime(
+        server=ServerSettings.model_validate(server),
+        receptionists={ivr.extension_number: ivr},
+        telephony=tel,
+        prompts=PromptLibrary(),
+        files={},
+        action_urls=urls or FakeActionUrls(lambda rid, _: ActionUrlFailed(
+            at=datetime.now(), request_id=rid, kind=FailureKind.CONNECT_ERROR)),
+        records=CallRecords(tmp_path / "calls.jsonl"),
+    )
+    return runtime, tel
+
+
+def test_a_whole_call_through_the_runtime(tmp_path: Path) -> None:
+    async def run() -> tuple[Runtime, FakeTelephony]:
+        runtime, tel = make_runtime(tmp_path)
+        runtime.on_event(incoming())
+        assert tel.named("answer") == [("answer", "c1")]
+        runtime.on_event(CallConfirmed(call_id="c1"))
+        assert tel.named("play")[-1][3] == ("greeting.wav",)
+        runtime.on_event(DtmfDigit(call_id="c1", digit="1", method="rfc4733"))
+        assert tel.named("stop") and tel.named("transfer") == [
+            ("transfer", "c1", "sip:201@127.0.0.1:5062")
+        ]
+        runtime.on_event(TransferStatus(call_id="c1", sip_code=100, reason="Trying", final=False))
+        runtime.on_event(TransferStatus(call_id="c1", sip_code=200, reason="OK", final=True))
+        assert tel.named("hangup") == [("hangup", "c1")]
+        runtime.on_event(CallDisconnected(call_id="c1", sip_code=200, reason="", by_remote=False))
+        return runtime, tel
+
+    runtime, _ = asyncio.run(run())
+    assert runtime.calls == {}
+    record = runtime.records.recent[-1]
+    assert record["outcome"] == "transferred" and record["transferred_to"] == "201"
+    assert record["dtmf_methods"] == {"rfc4733": 1}
+    assert record["sip"]["transfer_notify_codes"] == [100, 200]
+    assert (tmp_path / "calls.jsonl").read_text().count("\n") == 1
+
+
+def test_timers_run_on_the_loop(tmp_path: Path) -> None:
+    async def run() -> FakeTelephony:
+        runtime, tel = make_runtime(tmp_path, ivr=receptionist(dtmf_interval=1))
+        runtime.on_event(incoming())
+        runtime.on_event(CallConfirmed(call_id="c1"))
+        for digit in "201":
+            runtime.on_event(DtmfDigit(call_id="c1", digit=digit, method="sip-info"))
+        await asyncio.sleep(0.8)
+        assert tel.named("transfer") == []
+        await asyncio.sleep(0.4)
+        return tel
+
+    tel = asyncio.run(run())
+    assert tel.named("transfer") == [("transfer", "c1", "sip:201@127.0.0.1:5062")]
+
+
+def test_action_url_result_is_fed_back(tmp_path: Path) -> None:
+    urls = FakeActionUrls(
+        lambda rid, inp: ActionUrlReplied(at=datetime.now(), request_id=rid, action="call", destination="222")
+    )
+    ivr = receptionist(action_urls=[{
+        "name": "crm", "enabled": True, "type": "DTMF", "dtmf_mask": "5***",
+        "url": "http://127.0.0.1:9/x",
+    }])
+
+    async def run() -> FakeTelephony:
+        runtime, tel = make_runtime(tmp_path, ivr=ivr, urls=urls, transfer_domain="pbx.example")
+        runtime.on_event(incoming(session_id="pbx-sess-1"))
+        runtime.on_event(CallConfirmed(call_id="c1"))
+        for digit in "5000#":
+            runtime.on_event(DtmfDigit(call_id="c1", digit=digit, method="rfc4733"))
+        await asyncio.sleep(0.1)
+        return tel
+
+    tel = asyncio.run(run())
+    assert tel.named("transfer") == [("transfer", "c1", "sip:222@pbx.example")]
+    given, facts = urls.seen[0]
+    assert given == "5000" and facts.session_id == "pbx-sess-1" and facts.to == "800"
+
+
+def test_routing_rejections_and_capacity(tmp_path: Path) -> None:
+    async def run() -> FakeTelephony:
+        runtime, tel = make_runtime(tmp_path, telephony=FakeTelephony(max_calls=2))
+        runtime.on_event(incoming("a"))
+        runtime.on_event(incoming("b"))
+        runtime.on_event(incoming("c"))  # over capacity
+        runtime.on_event(incoming("d", user="999"))  # unknown
+        runtime.on_event(CallDisconnected(call_id="a", sip_code=200, reason="", by_remote=True))
+        runtime.on_event(incoming("e"))  # a slot is free again
+        return tel
+
+    tel = asyncio.run(run())
+    assert tel.named("reject") == [("reject", "c", 503), ("reject", "d", 404)]
+    assert [c[1] for c in tel.named("answer")] == ["a", "b", "e"]
+
+
+def test_drain_refuses_new_calls_and_hangs_up_after_grace(tmp_path: Path) -> None:
+    async def run() -> tuple[Runtime, FakeTelephony]:
+        runtime, tel = make_runtime(tmp_path)
+        runtime.on_event(incoming("a"))
+        runtime.on_event(CallConfirmed(call_id="a"))
+        drain = asyncio.create_task(runtime.drain(grace=0.2))
+        await asyncio.sleep(0.05)
+        runtime.on_event(incoming("b"))
+        await asyncio.sleep(0.3)
+        assert ("hangup", "a") in tel.commands
+        runtime.on_event(CallDisconnected(call_id="a", sip_code=200, reason="", by_remote=False))
+        await drain
+        return runtime, tel
+
+    runtime, tel = asyncio.run(run())
+    assert ("reject", "b", 503) in tel.commands
+    assert runtime.calls == {}
+
+
+def test_caller_hang_up_mid_greeting_leaves_no_timer_or_task(tmp_path: Path) -> None:
+    async def run() -> Runtime:
+        runtime, tel = make_runtime(tmp_path)
+        runtime.on_event(incoming())
+        runtime.on_event(CallConfirmed(call_id="c1"))
+        play_id = tel.named("play")[-1][2]
+        runtime.on_event(PlaybackFinished(call_id="c1", play_id=play_id))  # no-input timer runs
+        runtime.on_event(CallDisconnected(call_id="c1", sip_code=200, reason="", by_remote=True))
+        return runtime
+
+    runtime = asyncio.run(run())
+    assert runtime.calls == {}
+    assert runtime.records.recent[-1]["outcome"] == "hung_up_by_caller"
+
+
+def test_an_error_in_one_call_does_not_stop_the_runtime(tmp_path: Path) -> None:
+    async def run() -> FakeTelephony:
+        runtime, tel = make_runtime(tmp_path)
+        runtime.on_event(incoming("a"))
+
+        def broken(*_: Any) -> None:
+            raise RuntimeError("boom")
+
+        tel.play = broken  # type: ignore[method-assign]
+        runtime.on_event(CallConfirmed(call_id="a"))  # play fails: logged, not raised
+        runtime.on_event(incoming("b"))
+        return tel
+
+    tel = asyncio.run(run())
+    assert [c[1] for c in tel.named("answer")] == ["a", "b"]
