@@ -52,13 +52,13 @@ class Strict(BaseModel):
 
 
 def _extension(value: str) -> str:
-    if not EXTENSION_RE.match(value):
+    if not EXTENSION_RE.fullmatch(value):
         raise ValueError("must be 3 to 64 digits (0-9), like 800")
     return value
 
 
 def _destination(value: str) -> str:
-    if not DESTINATION_RE.match(value):
+    if not DESTINATION_RE.fullmatch(value):
         raise ValueError("must be a number of up to 64 digits, * or #, optionally starting with +")
     return value
 
@@ -77,13 +77,13 @@ def _language(value: str) -> str:
 
 
 def _credential(value: str) -> str:
-    if not CREDENTIAL_RE.match(value):
+    if not CREDENTIAL_RE.fullmatch(value):
         raise ValueError("must be 6 to 64 characters of lowercase letters a-z and digits 0-9")
     return value
 
 
 def _hh_mm(value: str) -> str:
-    if not HH_MM_RE.match(value):
+    if not HH_MM_RE.fullmatch(value):
         raise ValueError("must be a time HH:MM between 00:00 and 24:00")
     return value
 
@@ -220,7 +220,7 @@ class Holiday(Strict):
     @field_validator("start", "end")
     @classmethod
     def _day(cls, value: str | None) -> str | None:
-        if value is None or MONTH_DAY_RE.match(value):
+        if value is None or MONTH_DAY_RE.fullmatch(value):
             return value
         try:
             date.fromisoformat(value)
@@ -253,7 +253,7 @@ class MenuRule(Strict):
     @field_validator("user_input")
     @classmethod
     def _input(cls, value: str) -> str:
-        if not value or not USER_INPUT_RE.match(value):
+        if not value or not USER_INPUT_RE.fullmatch(value):
             raise ValueError(
                 "must be up to 32 keys 0-9 or *, optionally ending with # (like 1, 21, 5#)"
             )
@@ -304,7 +304,7 @@ def parse_headers(text: str) -> list[tuple[str, str]]:
             continue
         name, sep, value = raw.partition(":")
         name, value = name.strip(), value.strip()
-        if not sep or not HEADER_NAME_RE.match(name):
+        if not sep or not HEADER_NAME_RE.fullmatch(name):
             raise ValueError(f"{raw!r} is not name:value (headers are written k1:v1&k2:v2)")
         if any(ch in value for ch in "\r\n\0"):
             raise ValueError(f"the value of header {name!r} contains a line break or NUL")
@@ -330,6 +330,9 @@ class ActionUrl(Strict):
     username: Credential | None = None
     password: SecretStr | None = Field(default=None, repr=False)
     token: SecretStr | None = Field(default=None, repr=False)
+    # Beyond PortSIP, off by default: an HMAC-SHA256 signature header, an idempotency key.
+    signing_secret: SecretStr | None = Field(default=None, repr=False)
+    idempotency: bool = False
 
     @field_validator("headers")
     @classmethod
@@ -342,6 +345,13 @@ class ActionUrl(Strict):
     def _url(cls, value: str) -> str:
         if not re.match(r"^https?://[^\s/?#]+[^\s]*$", value, re.IGNORECASE):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _signing_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
         return value
 
     @field_validator("password")
@@ -539,7 +549,7 @@ class ServerSettings(Strict):
     @field_validator("transfer_domain")
     @classmethod
     def _domain(cls, value: str | None) -> str | None:
-        if value is not None and not HOST_PORT_RE.match(value):
+        if value is not None and not HOST_PORT_RE.fullmatch(value):
             raise ValueError("must be HOST or HOST:PORT (IPv6 in brackets)")
         return value
 

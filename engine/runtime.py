@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from engine.action_urls import CallFacts
 from engine.flow.actions import (
     Action,
     CancelActionUrl,
@@ -70,17 +71,6 @@ from engine.telephony.base import (
 )
 
 log = logging.getLogger("vr.runtime")
-
-
-@dataclass(frozen=True, kw_only=True)
-class CallFacts:
-    """What an action URL request says about its call (SPEC §4 parameters)."""
-
-    from_number: str
-    to: str
-    from_name: str
-    account_name: str
-    session_id: str
 
 
 class ActionUrlRequester(Protocol):

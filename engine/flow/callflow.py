@@ -443,7 +443,7 @@ class CallFlow:
             )
             self.record.menu_rules.append(f"{rule.user_input}:{why}")
             self._run_rule(forward, Origin.MENU_RULE)
-        elif EXTENSION_RE.match(entered):
+        elif EXTENSION_RE.fullmatch(entered):
             if self._exclude.matches(entered) or entered == self.receptionist.extension_number:
                 self._bad_input(SystemPrompt.EXTENSION_BLOCKED)
             else:
