@@ -165,7 +165,10 @@ class Harness:
         self.requests.pop(request.request_id, None)
         return self.send(
             ActionUrlReplied(
-                at=self.now, request_id=request.request_id, action=action, destination=destination  # type: ignore[arg-type]
+                at=self.now,
+                request_id=request.request_id,
+                action=action,
+                destination=destination,  # type: ignore[arg-type]
             )
         )
 

@@ -31,8 +31,13 @@ def test_route_call(
     user: str, source: str, allow: list[str], draining: bool, active: int, capacity: int, code: int
 ) -> None:
     route = route_call(
-        user, IVRS, source_host=source, allow=allow, draining=draining,
-        active_calls=active, capacity=capacity,
+        user,
+        IVRS,
+        source_host=source,
+        allow=allow,
+        draining=draining,
+        active_calls=active,
+        capacity=capacity,
     )
     assert route.sip_code == code
     assert (route.receptionist is not None) is (code == 200)
@@ -40,7 +45,12 @@ def test_route_call(
 
 @pytest.mark.parametrize(
     ("host", "allow", "ok"),
-    [("::1", ["::1"], True), ("[::1]", ["::/0"], True), ("::2", ["::1"], False), ("x", ["::1"], False)],
+    [
+        ("::1", ["::1"], True),
+        ("[::1]", ["::/0"], True),
+        ("::2", ["::1"], False),
+        ("x", ["::1"], False),
+    ],
 )
 def test_source_allowed(host: str, allow: list[str], ok: bool) -> None:
     assert source_allowed(host, allow) is ok
@@ -52,7 +62,8 @@ def test_five_failed_calls_in_the_window_lock_number_and_source() -> None:
         assert locks.record_failed_call("1001", "192.0.2.1", now=100.0 * i) == []
     assert not locks.is_locked("1001", "192.0.2.1", now=400)
     assert locks.record_failed_call("1001", "192.0.2.1", now=500) == [
-        "number:1001", "source:192.0.2.1",
+        "number:1001",
+        "source:192.0.2.1",
     ]
     assert locks.is_locked("1001", "192.0.2.9", now=501)  # same number, other address
     assert locks.is_locked("2002", "192.0.2.1", now=501)  # same address, other number

@@ -62,7 +62,12 @@ class FakeActionUrls:
         self.seen: list[tuple[str, CallFacts]] = []
 
     async def request(
-        self, action_url: ActionUrl, facts: CallFacts, input: str, *, request_id: int,
+        self,
+        action_url: ActionUrl,
+        facts: CallFacts,
+        input: str,
+        *,
+        request_id: int,
         now: Callable[[], datetime],
     ) -> ActionUrlReplied | ActionUrlFailed:
         self.seen.append((input, facts))
@@ -72,8 +77,14 @@ class FakeActionUrls:
 
 def incoming(call_id: str = "c1", user: str = "800", **kw: Any) -> IncomingCall:
     data: dict[str, Any] = dict(
-        call_id=call_id, request_user=user, from_user="1001", from_display="Ann",
-        source_host="127.0.0.1", source_port=5062, transport="udp", session_id=None,
+        call_id=call_id,
+        request_user=user,
+        from_user="1001",
+        from_display="Ann",
+        source_host="127.0.0.1",
+        source_port=5062,
+        transport="udp",
+        session_id=None,
         user_agent="test",
     )
     data.update(kw)
@@ -81,8 +92,11 @@ def incoming(call_id: str = "c1", user: str = "800", **kw: Any) -> IncomingCall:
 
 
 def make_runtime(
-    tmp_path: Path, ivr: Any = None, telephony: FakeTelephony | None = None,
-    urls: FakeActionUrls | None = None, **server: Any,
+    tmp_path: Path,
+    ivr: Any = None,
+    telephony: FakeTelephony | None = None,
+    urls: FakeActionUrls | None = None,
+    **server: Any,
 ) -> tuple[Runtime, FakeTelephony]:
     tel = telephony or FakeTelephony()
     ivr = ivr or receptionist(custom_forward_rules=[menu("1", "FORWARD_TO_NUMBER", "201")])
@@ -92,8 +106,12 @@ def make_runtime(
         telephony=tel,
         prompts=PromptLibrary(),
         files={},
-        action_urls=urls or FakeActionUrls(lambda rid, _: ActionUrlFailed(
-            at=datetime.now(), request_id=rid, kind=FailureKind.CONNECT_ERROR)),
+        action_urls=urls
+        or FakeActionUrls(
+            lambda rid, _: ActionUrlFailed(
+                at=datetime.now(), request_id=rid, kind=FailureKind.CONNECT_ERROR
+            )
+        ),
         records=CallRecords(tmp_path / "calls.jsonl"),
     )
     return runtime, tel
@@ -143,12 +161,21 @@ def test_timers_run_on_the_loop(tmp_path: Path) -> None:
 
 def test_action_url_result_is_fed_back(tmp_path: Path) -> None:
     urls = FakeActionUrls(
-        lambda rid, inp: ActionUrlReplied(at=datetime.now(), request_id=rid, action="call", destination="222")
+        lambda rid, inp: ActionUrlReplied(
+            at=datetime.now(), request_id=rid, action="call", destination="222"
+        )
     )
-    ivr = receptionist(action_urls=[{
-        "name": "crm", "enabled": True, "type": "DTMF", "dtmf_mask": "5***",
-        "url": "http://127.0.0.1:9/x",
-    }])
+    ivr = receptionist(
+        action_urls=[
+            {
+                "name": "crm",
+                "enabled": True,
+                "type": "DTMF",
+                "dtmf_mask": "5***",
+                "url": "http://127.0.0.1:9/x",
+            }
+        ]
+    )
 
     async def run() -> FakeTelephony:
         runtime, tel = make_runtime(tmp_path, ivr=ivr, urls=urls, transfer_domain="pbx.example")

@@ -11,13 +11,14 @@ methods may be called from that loop at any time; they never block on the networ
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
 CallId = str
-DtmfMethod = Literal["rfc4733", "sip-info", "inband"]
+DtmfMethod = Literal["rfc4733", "sip-info", "inband"]  # in-band detection: not yet built
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,7 +72,9 @@ class TransferStatus:
 
 @dataclass(frozen=True, kw_only=True)
 class CallDisconnected:
-    """The call is gone (BYE either way, CANCEL, failure). Always the last event of a call."""
+    """The call is gone (BYE either way, CANCEL, failure). Always the last event of a call:
+    no TransferStatus or PlaybackFinished follows it. A call the runtime rejected ends with
+    `CallDisconnected(sip_code=<the reject code>, by_remote=False)`."""
 
     call_id: CallId
     sip_code: int
@@ -90,7 +93,21 @@ class Telephony(Protocol):
 
     @property
     def max_calls(self) -> int:
-        """How many concurrent calls this SIP stack can carry (a compile-time limit of pjsua)."""
+        """Calls the runtime may answer at once (from the SIP stack's compile-time limit);
+        the runtime refuses more with its own 503."""
+        ...
+
+    @property
+    def bound_port(self) -> int:
+        """The SIP port listened on (the chosen one when 0 was asked for)."""
+        ...
+
+    def start(self, loop: asyncio.AbstractEventLoop, sink: EventSink) -> None:
+        """Start serving; events go to `sink` on `loop`. Blocks until SIP listens."""
+        ...
+
+    def stop(self, grace: float) -> None:
+        """Hang up every call (waiting up to `grace` s for them to end) and shut down."""
         ...
 
     def answer(self, call_id: CallId) -> None: ...

@@ -1,0 +1,217 @@
+"""`vr-engine serve`: start the SIP stack, the runtime and the HTTP API on one event loop,
+and stop them cleanly on SIGINT/SIGTERM (new calls get 503, calls in progress may finish
+within `shutdown_grace` seconds, then the rest are hung up)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from engine.action_urls import ActionUrlClient
+from engine.api import create_app
+from engine.audio import convert_for_playback
+from engine.config import ConfigFile, ConfigReceptionist
+from engine.errors import PromptError, TelephonyError
+from engine.model import TRUSTED_STORE, Receptionist
+from engine.prompts import PromptLibrary
+from engine.records import CallRecords
+from engine.runtime import Runtime
+from engine.telephony.pjsua import PjsuaTelephony, SipSettings, TelephonyStartError
+
+log = logging.getLogger("vr.server")
+TOKEN_FILE = "api-token"
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handling: `serve` drains calls first."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # httpcore's debug log would print request headers, Authorization included
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def prepare_prompt_files(
+    config: ConfigFile, base: Path, data_dir: Path
+) -> tuple[dict[str, Receptionist], dict[str, Path]]:
+    """Convert configured prompt files once into `data_dir/prompts`; snapshot receptionists."""
+    files: dict[str, Path] = {}
+    receptionists: dict[str, Receptionist] = {}
+    for ivr in config.ivrs:
+        updates: dict[str, str] = {}
+        for path_field, id_field in (
+            ("prompt_file", "prompt_file_id"),
+            ("transfer_prompt_file", "transfer_prompt_file_id"),
+        ):
+            value = getattr(ivr, path_field)
+            if value:
+                source = base / value
+                digest = hashlib.sha256(source.read_bytes()).hexdigest()
+                file_id = f"cfg-{digest[:24]}"
+                target = data_dir / "prompts" / f"{digest}.wav"
+                if not target.exists():
+                    seconds = convert_for_playback(source, target)
+                    log.info("converted %s (%.1f s) for playback", source, seconds)
+                files[file_id] = target
+                updates[id_field] = file_id
+            elif getattr(ivr, id_field):
+                raise PromptError(
+                    f"receptionist {ivr.extension_number}: {id_field} {getattr(ivr, id_field)!r} "
+                    "is not a known file; give prompt files as paths (prompt_file: …)"
+                )
+        receptionists[ivr.extension_number] = to_receptionist(ivr, updates)
+    return receptionists, files
+
+
+def to_receptionist(ivr: ConfigReceptionist, updates: dict[str, str]) -> Receptionist:
+    data = ivr.model_dump(exclude={"prompt_file", "transfer_prompt_file"})
+    data.update(updates)
+    return Receptionist.model_validate(data, context={TRUSTED_STORE: True})
+
+
+def api_token(config: ConfigFile, data_dir: Path) -> str:
+    """The configured token, `VR_API_TOKEN`, or one generated once into the data directory."""
+    if config.server.api_token is not None:
+        return config.server.api_token.get_secret_value()
+    if os.environ.get("VR_API_TOKEN"):
+        return os.environ["VR_API_TOKEN"]
+    path = data_dir / TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    log.info("generated an API token in %s (set VR_API_TOKEN to choose one)", path)
+    return token
+
+
+def check_sip_host(host: str) -> None:
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise TelephonyError(f"--sip-host {host!r} must be an IP address") from None
+    if address.version == 6:
+        raise TelephonyError(
+            "IPv6 calls fail with the PyPI pjsua2 wheel (measured: 500, or an abort with IPv6 "
+            "media); serve IPv4 for now — IPv6 needs the tuned pjsua2 build"
+        )
+    if address.is_unspecified:
+        raise TelephonyError(
+            f"--sip-host {host} is not an address callers can reach: give the address to "
+            "bind and publish in Contact/SDP (e.g. the server's LAN address)"
+        )
+
+
+def serve(
+    config: ConfigFile, *, data_dir: Path, log_level: str = "info", base: Path | None = None
+) -> int:
+    setup_logging(log_level)
+    settings = config.server
+    check_sip_host(settings.sip_host)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    prompts = PromptLibrary()
+    receptionists, files = prepare_prompt_files(config, base or Path.cwd(), data_dir)
+    for ivr in receptionists.values():
+        resolved = prompts.resolve_language(ivr.language)
+        if resolved != ivr.language:
+            log.info(
+                "receptionist %s: language %s uses the %s prompts",
+                ivr.extension_number,
+                ivr.language,
+                resolved,
+            )
+    token = api_token(config, data_dir)
+    return asyncio.run(_serve(config, receptionists, files, prompts, token, data_dir))
+
+
+async def _serve(
+    config: ConfigFile,
+    receptionists: dict[str, Receptionist],
+    files: dict[str, Path],
+    prompts: PromptLibrary,
+    token: str,
+    data_dir: Path,
+) -> int:
+    settings = config.server
+    loop = asyncio.get_running_loop()
+    telephony = PjsuaTelephony(
+        SipSettings(
+            host=settings.sip_host,
+            port=settings.sip_port,
+            udp="udp" in settings.sip_transports,
+            tcp="tcp" in settings.sip_transports,
+            max_calls=settings.max_calls or 1000,
+        )
+    )
+    client = ActionUrlClient()
+    runtime = Runtime(
+        server=settings,
+        receptionists=receptionists,
+        telephony=telephony,
+        prompts=prompts,
+        files=files,
+        action_urls=client,
+        records=CallRecords(data_dir / "calls.jsonl"),
+    )
+    try:
+        await loop.run_in_executor(None, telephony.start, loop, runtime.on_event)
+    except TelephonyStartError as error:
+        raise TelephonyError(str(error)) from None
+    serving = True
+    app = create_app(runtime, token=token, is_serving=lambda: serving)
+    http = _HttpServer(
+        uvicorn.Config(
+            app,
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
+    http_task = loop.create_task(http.serve())
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await asyncio.sleep(0)
+    print(
+        f"vr-engine ready: SIP {'+'.join(settings.sip_transports)} "
+        f"{settings.sip_host}:{telephony.bound_port}, HTTP http://{settings.http_host}:"
+        f"{settings.http_port}, receptionists: "
+        + ", ".join(f"{r.extension_number} ({r.name})" for r in receptionists.values())
+        + f", capacity {runtime.capacity} calls",
+        flush=True,
+    )
+    await stop.wait()
+    log.info("stopping: new calls get 503")
+    await runtime.drain(settings.shutdown_grace)
+    serving = False
+    http.should_exit = True
+    with contextlib.suppress(asyncio.CancelledError):
+        await http_task
+    await loop.run_in_executor(None, telephony.stop, 2.0)
+    await client.aclose()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,968 @@
+"""`Telephony` on pjsua2: the only module of the server that imports pjsua2.
+
+One dedicated thread owns the pjsua2 `Endpoint` (`threadCnt = 0`, `mainThreadOnly = True`) and
+loops on `libHandleEvents(10)`; between two turns it runs the commands that the asyncio side
+queued (`answer`, `play`, …), then the work that callbacks deferred (releasing a finished
+call, advancing a prompt sequence). No other thread ever calls pjsua2, and pjsua2 objects
+(`Call`, `AudioMediaPlayer`) are only referenced from that thread's tables, so they are
+created, used and freed on it; `stop` frees them all before `libDestroy()` (the order of
+PJSUA2-NOTES.md). Callbacks turn into `engine.telephony.base` events delivered on the asyncio
+loop with `call_soon_threadsafe`, in the order pjsua produced them; the adapter makes no
+decisions.
+
+Facts of pjsua 2.15.1 this module relies on (measured, see tests/integration):
+
+* An incoming INVITE gets `100 Trying` from pjsua before `onIncomingCall`; nothing else is
+  sent until `answer`/`reject`.
+* pjsua refuses an INVITE by itself, before any callback, when all of its call slots are busy
+  (`486 Busy Here`); `max_calls` therefore keeps one slot in reserve so that the runtime can
+  answer an over-limit call with its own status (e.g. `503`).
+* DTMF: an RFC 4733 key press arrives once in `onDtmfDigit` and one or more times in
+  `onDtmfEvent` (first indication with no flag, then `IS_UPDATE` updates, then
+  `IS_UPDATE|IS_END`); a SIP INFO key press arrives once in each. The adapter reports from
+  `onDtmfEvent` only and skips indications flagged `IS_UPDATE` (plus an RTP-timestamp guard),
+  so each press is reported exactly once.
+* pjsua handles INFO `application/dtmf-relay` but answers INFO `application/dtmf` with 500;
+  the adapter reads such an INFO in `onCallTsxState`, reports the digit and answers 200.
+* A player's `onEof2` fires about 20 ms after the file's end; the next file starts on the next
+  loop turn. A file that cannot be opened is logged and skipped; if none is left,
+  `PlaybackFinished` is reported at once so the call flow never waits forever.
+
+pjsua2 does not wrap `pjsua_call_get_max_count`, `pjsua_call_get_count` and
+`pjsip_dlg_respond`; they are called through ctypes on the loaded `_pjsua2` module, from the
+pjsua thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import gc
+import logging
+import queue
+import socket
+import sys
+import threading
+import time
+import traceback
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pjsua2 as pj
+
+from engine.errors import TelephonyError
+from engine.telephony.base import (
+    CallConfirmed,
+    CallDisconnected,
+    CallId,
+    DtmfDigit,
+    DtmfMethod,
+    EventSink,
+    IncomingCall,
+    PlaybackFinished,
+    TelephonyEvent,
+    TransferStatus,
+)
+from engine.telephony.sipmsg import parse_host_port, parse_info_dtmf, parse_invite
+
+log = logging.getLogger(__name__)
+
+# pjmedia_stream_dtmf_event_flags (pjmedia/stream.h); pjsua2's SWIG module does not export them.
+DTMF_IS_UPDATE = 1 << 0
+DTMF_IS_END = 1 << 1
+
+# pj_status_t of a SIP status code: PJSIP_ERRNO_FROM_SIP_STATUS(code) = 170000 + code.
+_PJSIP_ERRNO_START = 170000
+
+_VALID_DIGITS = frozenset("0123456789*#ABCD")
+
+DEFAULT_CODECS: tuple[tuple[str, int], ...] = (
+    ("PCMU/8000", 250),
+    ("PCMA/8000", 240),
+    ("G722/16000", 230),
+)
+
+
+SMALL_BUILD_SLOTS = 4  # the PyPI wheel's PJSUA_MAX_CALLS
+
+
+class TelephonyStartError(TelephonyError):
+    """The SIP stack could not start (address in use, bad host, pjsua init failure)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SipSettings:
+    """How the SIP stack listens. Codecs not listed in `codecs` are disabled (priority 0)."""
+
+    host: str = "127.0.0.1"  # bound and published (Contact, Via, SDP) address
+    port: int = 8922  # UDP and TCP share it; 0 = pick a free port for both
+    udp: bool = True
+    tcp: bool = True
+    codecs: tuple[tuple[str, int], ...] = DEFAULT_CODECS  # (pjsua codec id prefix, priority)
+    log_level: int = 1  # pjsua log level (0-6) sent to the `engine.telephony.pjsua` logger
+    max_calls: int = 1000  # wanted concurrent calls; the build may allow fewer
+    rtp_port: int = 4000  # first RTP port tried; pjsua moves up when it is taken
+    user_agent: str = "vr-engine"
+    start_timeout: float = 15.0
+
+
+# ---------------------------------------------------------------------------------------------
+# pjsua2 subclasses: thin shims that forward to the adapter and swallow every exception.
+
+
+def clear_last_exception() -> None:
+    """An exception in a callback leaves `sys.last_*`, which would keep pjsua2 objects alive."""
+    for name in ("last_type", "last_value", "last_traceback", "last_exc"):
+        if hasattr(sys, name):
+            with contextlib.suppress(AttributeError):
+                delattr(sys, name)
+
+
+def _guard(where: str, func: Callable[[], None]) -> None:
+    """Run `func`, log and swallow any exception (never let one reach pjsua2)."""
+    try:
+        func()
+    except BaseException:
+        # Log text, not exc_info: a LogRecord kept by a handler would keep the traceback's
+        # frames, and with them pjsua2 objects, alive on another thread.
+        log.error("pjsua callback %s failed:\n%s", where, traceback.format_exc().rstrip())
+        clear_last_exception()
+
+
+class _LogWriter(pj.LogWriter):  # type: ignore[misc]
+    def write(self, entry: Any) -> None:
+        try:
+            level = int(entry.level)
+            msg = str(entry.msg)
+            py_level = (
+                logging.ERROR if level <= 1 else logging.WARNING if level == 2 else logging.DEBUG
+            )
+            if "RTP socket bind()" in msg:  # pjsua retries the next port by itself
+                py_level = logging.DEBUG
+            log.log(py_level, "pjsua: %s", msg.rstrip())
+        except BaseException:
+            clear_last_exception()
+
+
+class _Endpoint(pj.Endpoint):  # type: ignore[misc]
+    def __init__(self, owner: weakref.ref[PjsuaTelephony]) -> None:
+        super().__init__()
+        self._owner = owner
+
+    def onRejectedIncomingCall(self, prm: Any) -> None:
+        def run() -> None:
+            owner = self._owner()
+            if owner is not None:
+                owner._on_rejected_incoming(prm)
+
+        _guard("onRejectedIncomingCall", run)
+
+
+class _Account(pj.Account):  # type: ignore[misc]
+    def __init__(self, owner: weakref.ref[PjsuaTelephony]) -> None:
+        super().__init__()
+        self._owner = owner
+
+    def onIncomingCall(self, prm: Any) -> None:
+        def run() -> None:
+            owner = self._owner()
+            if owner is not None:
+                owner._on_incoming_call(self, prm)
+
+        _guard("onIncomingCall", run)
+
+
+class _Call(pj.Call):  # type: ignore[misc]
+    def __init__(
+        self, owner: weakref.ref[PjsuaTelephony], account: Any, pj_call_id: int, key: CallId
+    ) -> None:
+        super().__init__(account, pj_call_id)
+        self._owner = owner
+        self.key = key
+
+    def _forward(self, where: str, prm: Any) -> None:
+        def run() -> None:
+            owner = self._owner()
+            if owner is not None:
+                getattr(owner, where)(self.key, prm)
+
+        _guard(where, run)
+
+    def onCallState(self, prm: Any) -> None:
+        self._forward("_on_call_state", prm)
+
+    def onCallMediaState(self, prm: Any) -> None:
+        self._forward("_on_call_media_state", prm)
+
+    def onDtmfDigit(self, prm: Any) -> None:
+        self._forward("_on_dtmf_digit", prm)
+
+    def onDtmfEvent(self, prm: Any) -> None:
+        self._forward("_on_dtmf_event", prm)
+
+    def onCallTransferStatus(self, prm: Any) -> None:
+        self._forward("_on_transfer_status", prm)
+
+    def onCallTsxState(self, prm: Any) -> None:
+        self._forward("_on_call_tsx_state", prm)
+
+
+class _Player(pj.AudioMediaPlayer):  # type: ignore[misc]
+    def __init__(self, owner: weakref.ref[PjsuaTelephony], key: CallId, token: int) -> None:
+        super().__init__()
+        self._owner = owner
+        self.key = key
+        self.token = token
+
+    def onEof2(self) -> None:
+        # Never destroy a player inside its own callback: the adapter defers the work.
+        def run() -> None:
+            owner = self._owner()
+            if owner is not None:
+                owner._on_player_eof(self.key, self.token)
+
+        _guard("onEof2", run)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-call bookkeeping (pjsua thread only).
+
+
+@dataclass(eq=False)
+class _Playback:
+    play_id: int
+    files: list[Path]
+    next_index: int = 0
+    player: Any = None  # _Player while a file plays
+    token: int = 0  # identifies `player`, so a late EOF of a stopped player is ignored
+
+
+@dataclass(eq=False)
+class _CallState:
+    key: CallId
+    call: Any  # _Call
+    confirmed: bool = False
+    disconnected: bool = False
+    ended_by_us: bool = False
+    audio: Any = None  # pj.AudioMedia of the active stream
+    audio_slot: int = -1
+    playback: _Playback | None = None
+    last_rfc_dtmf: tuple[str, int] | None = None  # (digit, timestamp) of the last RFC 4733 press
+    transfer_final_seen: bool = False
+    pending_release: bool = False
+
+
+def pick_free_port(host: str) -> int:
+    """A port free for both UDP and TCP on `host` (pjsua cannot share an ephemeral one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(50):
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(family, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise TelephonyStartError(f"no port free for both UDP and TCP on {host}")
+
+
+def _sip_code_of(error: Any) -> int:
+    status = int(getattr(error, "status", 0))
+    code = status - _PJSIP_ERRNO_START
+    return code if 100 <= code <= 699 else 500
+
+
+def _error_text(error: BaseException) -> str:
+    info = getattr(error, "info", None)
+    if callable(info):
+        with contextlib.suppress(Exception):
+            return str(info()).strip()
+    return str(error)
+
+
+def _pjsua_lib() -> ctypes.CDLL | None:
+    """The loaded `_pjsua2` shared object, for the C functions pjsua2 does not wrap."""
+    try:
+        lib = ctypes.CDLL(pj._pjsua2.__file__)
+        lib.pj_log_set_level.argtypes = [ctypes.c_int]
+        lib.pj_log_set_level.restype = None
+        lib.pjsua_call_get_max_count.argtypes = []
+        lib.pjsua_call_get_max_count.restype = ctypes.c_uint
+        lib.pjsua_call_get_count.argtypes = []
+        lib.pjsua_call_get_count.restype = ctypes.c_uint
+        lib.pjsip_rdata_get_dlg.argtypes = [ctypes.c_void_p]
+        lib.pjsip_rdata_get_dlg.restype = ctypes.c_void_p
+        # pjsip_dlg_respond(dlg, rdata, st_code, st_text, hdr_list, body)
+        lib.pjsip_dlg_respond.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        lib.pjsip_dlg_respond.argtypes += [ctypes.c_void_p] * 3
+        lib.pjsip_dlg_respond.restype = ctypes.c_int
+        return lib
+    except (OSError, AttributeError):
+        return None
+
+
+class PjsuaTelephony:
+    """`engine.telephony.base.Telephony` on pjsua2 (see the module doc string)."""
+
+    def __init__(self, settings: SipSettings | None = None) -> None:
+        self.settings = settings or SipSettings()
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: TelephonyStartError | None = None
+        self._stop_requested = threading.Event()
+        self._grace = 2.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sink: EventSink | None = None
+        self._bound_port = 0
+        self._slots = 0
+        self._counts: dict[str, int] = {
+            "calls": 0,
+            "players": 0,
+            "pjsua_calls": 0,
+            "rejected_by_pjsua": 0,
+        }
+        self._rejected_by_pjsua = 0
+        self._lib = _pjsua_lib()
+        # pjsua-thread-only state
+        self._ep: Any = None
+        self._account: Any = None
+        self._log_writer: Any = None
+        self._transports: list[int] = []
+        self._calls: dict[CallId, _CallState] = {}
+        self._retired_players: list[Any] = []
+        self._deferred: list[Callable[[], None]] = []
+        self._serial = 0
+        self._token = 0
+        self._self_ref = weakref.ref(self)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def bound_port(self) -> int:
+        """The SIP port UDP and TCP listen on (the chosen one when `port` was 0)."""
+        return self._bound_port
+
+    @property
+    def max_calls(self) -> int:
+        """Concurrent calls the runtime may answer; it refuses more with its own 503.
+
+        pjsua answers `486` by itself when every call slot is busy, before the runtime hears
+        of the call. A build with many slots keeps one in reserve so that the runtime can
+        refuse an over-limit call with `503`; the PyPI wheel's 4 slots are all used for calls
+        (one of 4 is too dear), so its 5th caller gets pjsua's `486`.
+        """
+        if self._slots > SMALL_BUILD_SLOTS:
+            return self._slots - 1
+        return self._slots
+
+    def start(self, loop: asyncio.AbstractEventLoop, sink: EventSink) -> None:
+        """Start the pjsua thread; return once SIP listens, or raise `TelephonyStartError`."""
+        if self._thread is not None:
+            raise RuntimeError("PjsuaTelephony.start called twice")
+        self._loop = loop
+        self._sink = sink
+        self._thread = threading.Thread(target=self._thread_main, name="pjsua", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(self.settings.start_timeout):
+            self._stop_requested.set()
+            raise TelephonyStartError("the SIP stack did not start in time")
+        if self._start_error is not None:
+            self._thread.join(10.0)
+            raise self._start_error
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Hang up every call, wait up to `grace` s for them to end, then destroy pjsua."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._grace = grace
+        self._stop_requested.set()
+        thread.join(grace + 15.0)
+        if thread.is_alive():
+            log.error("pjsua thread did not stop in time")
+
+    def debug_counts(self) -> dict[str, int]:
+        """Sizes of the adapter's tables as of the pjsua thread's last loop turn."""
+        return dict(self._counts)
+
+    # -- commands (any thread; executed on the pjsua thread) -------------------------------
+
+    def answer(self, call_id: CallId) -> None:
+        self._submit(lambda: self._do_answer(call_id))
+
+    def reject(self, call_id: CallId, sip_code: int, reason: str) -> None:
+        self._submit(lambda: self._do_reject(call_id, sip_code, reason))
+
+    def play(self, call_id: CallId, play_id: int, files: Sequence[Path]) -> None:
+        paths = [Path(f) for f in files]
+        self._submit(lambda: self._do_play(call_id, play_id, paths))
+
+    def stop_playback(self, call_id: CallId) -> None:
+        self._submit(lambda: self._do_stop_playback(call_id))
+
+    def transfer(self, call_id: CallId, refer_to: str) -> None:
+        self._submit(lambda: self._do_transfer(call_id, refer_to))
+
+    def hangup(self, call_id: CallId) -> None:
+        self._submit(lambda: self._do_hangup(call_id))
+
+    def _submit(self, command: Callable[[], None]) -> None:
+        if self._thread is None or not self._thread.is_alive() or self._stop_requested.is_set():
+            log.warning("telephony is not running; command dropped")
+            return
+        self._commands.put(command)
+
+    # -- the pjsua thread -------------------------------------------------------------------
+
+    def _try_create_endpoint(self) -> str | None:
+        """Create the endpoint; on failure return the message (never keep the exception:
+        its traceback holds this frame's pjsua2 objects, which must die on this thread)."""
+        try:
+            self._create_endpoint()
+        except TelephonyStartError as exc:
+            return str(exc)
+        except pj.Error as exc:
+            return _error_text(exc)
+        except BaseException as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    def _thread_main(self) -> None:
+        error = self._try_create_endpoint()
+        clear_last_exception()
+        if error is not None:
+            self._start_error = TelephonyStartError(error)
+            self._destroy_endpoint()
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while not self._stop_requested.is_set():
+                self._ep.libHandleEvents(10)
+                self._turn()
+        except BaseException:
+            log.exception("pjsua thread loop failed")
+            clear_last_exception()
+        finally:
+            self._shutdown()
+
+    def _turn(self) -> None:
+        """One loop turn after `libHandleEvents`: commands, then deferred work, then counts."""
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            _guard("command", command)
+        self._run_deferred()
+        self._publish_counts()
+
+    def _run_deferred(self) -> None:
+        while self._deferred:
+            work, self._deferred = self._deferred, []
+            for item in work:
+                _guard("deferred", item)
+        # players retired inside a callback are freed here, outside any pjsua callback
+        self._retired_players.clear()
+
+    def _publish_counts(self) -> None:
+        players = sum(
+            1 for st in self._calls.values() if st.playback and st.playback.player is not None
+        )
+        pjsua_calls = -1
+        if self._lib is not None:
+            with contextlib.suppress(Exception):
+                pjsua_calls = int(self._lib.pjsua_call_get_count())
+        self._counts = {
+            "calls": len(self._calls),
+            "players": players + len(self._retired_players),
+            "pjsua_calls": pjsua_calls,
+            "rejected_by_pjsua": self._rejected_by_pjsua,
+        }
+
+    def _create_endpoint(self) -> None:
+        s = self.settings
+        if not (s.udp or s.tcp):
+            raise TelephonyStartError("enable at least one of UDP and TCP")
+        if self._lib is not None:
+            # keep pjlib quiet until libInit installs our log writer
+            self._lib.pj_log_set_level(0)
+        port = s.port or pick_free_port(s.host)
+        ep = _Endpoint(self._self_ref)
+        self._ep = ep
+        ep.libCreate()
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = True
+        cfg.uaConfig.maxCalls = max(1, s.max_calls + 1)
+        cfg.uaConfig.userAgent = s.user_agent
+        self._log_writer = _LogWriter()
+        cfg.logConfig.writer = self._log_writer
+        cfg.logConfig.level = s.log_level
+        cfg.logConfig.consoleLevel = s.log_level
+        cfg.medConfig.clockRate = 8000
+        cfg.medConfig.sndClockRate = 8000
+        cfg.medConfig.channelCount = 1
+        cfg.medConfig.noVad = True
+        ep.libInit(cfg)
+
+        ipv6 = ":" in s.host
+        kinds: list[tuple[str, int]] = []
+        if s.udp:
+            kinds.append(("UDP", pj.PJSIP_TRANSPORT_UDP6 if ipv6 else pj.PJSIP_TRANSPORT_UDP))
+        if s.tcp:
+            kinds.append(("TCP", pj.PJSIP_TRANSPORT_TCP6 if ipv6 else pj.PJSIP_TRANSPORT_TCP))
+        for name, kind in kinds:
+            tcfg = pj.TransportConfig()
+            tcfg.port = port
+            tcfg.boundAddress = s.host
+            tcfg.publicAddress = s.host
+            try:
+                self._transports.append(int(ep.transportCreate(kind, tcfg)))
+            except pj.Error as exc:
+                raise TelephonyStartError(
+                    f"cannot listen for SIP/{name} on {s.host}:{port}: {exc.reason}"
+                    " (is another server using this port?)"
+                ) from None
+        self._bound_port = port
+        ep.libStart()
+        ep.audDevManager().setNullDev()
+
+        self._configure_codecs()
+
+        acfg = pj.AccountConfig()
+        host_part = f"[{s.host}]" if ipv6 else s.host
+        acfg.idUri = f"sip:receptionist@{host_part}:{port}"
+        acfg.regConfig.registerOnAdd = False
+        acfg.mediaConfig.transportConfig.boundAddress = s.host
+        acfg.mediaConfig.transportConfig.publicAddress = s.host
+        acfg.mediaConfig.transportConfig.port = s.rtp_port
+        if ipv6:
+            acfg.mediaConfig.ipv6Use = pj.PJSUA_IPV6_ENABLED_USE_IPV6_ONLY
+        account = _Account(self._self_ref)
+        account.create(acfg, True)
+        self._account = account
+
+        if self._lib is not None:
+            self._slots = int(self._lib.pjsua_call_get_max_count())
+        else:  # pragma: no cover - the wheel exports the symbol
+            self._slots = min(s.max_calls + 1, 4)
+        log.info(
+            "SIP listening on %s:%d (%s), %d call slots (%d usable)",
+            s.host,
+            port,
+            "/".join(n for n, _ in kinds),
+            self._slots,
+            self.max_calls,
+        )
+
+    def _configure_codecs(self) -> None:
+        wanted = [(cid.lower(), prio) for cid, prio in self.settings.codecs]
+        for info in self._ep.codecEnum2():
+            codec_id = str(info.codecId)
+            priority = 0
+            for prefix, prio in wanted:
+                if codec_id.lower().startswith(prefix):
+                    priority = prio
+                    break
+            self._ep.codecSetPriority(codec_id, priority)
+
+    def _shutdown(self) -> None:
+        """Hang up all, drain, drop references, collect, destroy (PJSUA2-NOTES order)."""
+        try:
+            self._hangup_all()
+            deadline = time.monotonic() + max(self._grace, 0.0)
+            while time.monotonic() < deadline and any(
+                not st.disconnected for st in self._calls.values()
+            ):
+                self._ep.libHandleEvents(10)
+                self._run_deferred()
+                self._publish_counts()
+            # a few more turns to flush BYE/ACK transactions and deferred releases
+            for _ in range(5):
+                self._ep.libHandleEvents(10)
+                self._run_deferred()
+            while True:  # commands queued meanwhile are dropped
+                try:
+                    self._commands.get_nowait()
+                except queue.Empty:
+                    break
+        except BaseException:
+            log.exception("error while hanging up calls at shutdown")
+            clear_last_exception()
+        finally:
+            self._destroy_endpoint()
+
+    def _hangup_all(self) -> None:
+        # A helper of its own: a loop variable left in `_shutdown`'s frame would keep a Call
+        # alive past libDestroy(), and freeing it then aborts the process.
+        for st in list(self._calls.values()):
+            if not st.disconnected:
+                st.ended_by_us = True
+                with contextlib.suppress(Exception):
+                    st.call.hangup(pj.CallOpParam(True))
+
+    def _stop_all_players(self) -> None:
+        for st in list(self._calls.values()):
+            self._stop_player(st)
+
+    def _destroy_endpoint(self) -> None:
+        self._stop_all_players()
+        self._calls.clear()
+        self._deferred.clear()
+        self._retired_players.clear()
+        if self._account is not None:
+            with contextlib.suppress(Exception):
+                self._account.shutdown()
+            self._account = None
+        clear_last_exception()
+        gc.collect()
+        if self._ep is not None:
+            try:
+                self._ep.libDestroy()
+            except BaseException:
+                log.exception("libDestroy failed")
+            self._ep = None
+        self._log_writer = None
+        self._publish_counts_after_destroy()
+
+    def _publish_counts_after_destroy(self) -> None:
+        self._counts = {
+            "calls": 0,
+            "players": 0,
+            "pjsua_calls": 0,
+            "rejected_by_pjsua": self._rejected_by_pjsua,
+        }
+
+    def _emit(self, event: TelephonyEvent) -> None:
+        loop, sink = self._loop, self._sink
+        if loop is None or sink is None:
+            return
+        try:
+            loop.call_soon_threadsafe(sink, event)
+        except RuntimeError:  # loop closed: nobody is listening any more
+            log.debug("event dropped, loop closed: %r", event)
+
+    # -- callbacks (pjsua thread) -------------------------------------------------------------
+
+    def _on_rejected_incoming(self, prm: Any) -> None:
+        self._rejected_by_pjsua += 1
+        log.warning(
+            "pjsua refused an incoming call itself: %d %s (from %s)",
+            int(prm.statusCode),
+            str(prm.reason),
+            str(prm.remoteInfo),
+        )
+
+    def _on_incoming_call(self, account: Any, prm: Any) -> None:
+        self._serial += 1
+        key = f"c{self._serial}"
+        call = _Call(self._self_ref, account, int(prm.callId), key)
+        self._calls[key] = _CallState(key=key, call=call)
+        rdata = prm.rdata
+        info = parse_invite(str(rdata.wholeMsg))
+        host, port = parse_host_port(str(rdata.srcAddress))
+        self._emit(
+            IncomingCall(
+                call_id=key,
+                request_user=info.request_user,
+                from_user=info.from_user,
+                from_display=info.from_display,
+                source_host=host,
+                source_port=port,
+                transport=info.transport,
+                session_id=info.session_id,
+                user_agent=info.user_agent,
+            )
+        )
+
+    def _on_call_state(self, key: CallId, prm: Any) -> None:
+        st = self._calls.get(key)
+        if st is None or st.disconnected:
+            return
+        ci = st.call.getInfo()
+        state = int(ci.state)
+        if state == pj.PJSIP_INV_STATE_CONFIRMED and not st.confirmed:
+            st.confirmed = True
+            self._emit(CallConfirmed(call_id=key))
+        elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            st.disconnected = True
+            self._stop_player(st)
+            st.playback = None
+            st.audio = None
+            self._emit(
+                CallDisconnected(
+                    call_id=key,
+                    sip_code=int(ci.lastStatusCode),
+                    reason=str(ci.lastReason),
+                    by_remote=not st.ended_by_us,
+                )
+            )
+            # release the Call object after this callback has returned
+            st.pending_release = True
+            self._deferred.append(lambda: self._release(key))
+
+    def _release(self, key: CallId) -> None:
+        st = self._calls.pop(key, None)
+        if st is not None:
+            self._stop_player(st)
+
+    def _on_call_media_state(self, key: CallId, prm: Any) -> None:
+        st = self._calls.get(key)
+        if st is None or st.disconnected:
+            return
+        ci = st.call.getInfo()
+        audio = None
+        for index, media in enumerate(ci.media):
+            if int(media.type) == pj.PJMEDIA_TYPE_AUDIO and int(media.status) in (
+                pj.PJSUA_CALL_MEDIA_ACTIVE,
+                pj.PJSUA_CALL_MEDIA_REMOTE_HOLD,
+            ):
+                audio = st.call.getAudioMedia(index)
+                break
+        if audio is None:
+            return
+        slot = int(audio.getPortId())
+        changed = slot != st.audio_slot
+        st.audio, st.audio_slot = audio, slot
+        pb = st.playback
+        if pb is None:
+            return
+        if pb.player is None:
+            self._start_next_file(st)
+        elif changed:
+            try:
+                pb.player.startTransmit(audio)
+            except pj.Error as exc:
+                log.warning("call %s: cannot reconnect prompt: %s", key, _error_text(exc))
+
+    def _dtmf_method(self, method: int) -> DtmfMethod:
+        return "sip-info" if method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc4733"
+
+    def _on_dtmf_digit(self, key: CallId, prm: Any) -> None:
+        # Reported through onDtmfEvent instead (see the module doc string); kept for tracing.
+        st = self._calls.get(key)
+        if st is not None:
+            method = self._dtmf_method(int(prm.method))
+            log.debug("call %s: onDtmfDigit %s method=%s", key, prm.digit, method)
+
+    def _on_dtmf_event(self, key: CallId, prm: Any) -> None:
+        st = self._calls.get(key)
+        if st is None or st.disconnected:
+            return
+        digit = str(prm.digit).upper()
+        flags = int(prm.flags)
+        timestamp = int(prm.timestamp)
+        method = self._dtmf_method(int(prm.method))
+        log.debug(
+            "call %s: onDtmfEvent %s method=%s flags=%d ts=%d dur=%d",
+            key,
+            digit,
+            method,
+            flags,
+            timestamp,
+            int(prm.duration),
+        )
+        if digit not in _VALID_DIGITS:
+            log.warning("call %s: ignoring DTMF %r", key, digit)
+            return
+        if method == "rfc4733":
+            if flags & DTMF_IS_UPDATE:
+                return  # an update or the end of a press already reported
+            if st.last_rfc_dtmf == (digit, timestamp):
+                return  # the same RTP event indicated again
+            st.last_rfc_dtmf = (digit, timestamp)
+        # a SIP INFO request is one key press: pjsua indicates it once here
+        self._emit(DtmfDigit(call_id=key, digit=digit, method=method))
+
+    def _on_call_tsx_state(self, key: CallId, prm: Any) -> None:
+        """INFO `application/dtmf`: pjsua 2.15 handles only `application/dtmf-relay` itself.
+
+        pjsua would answer this INFO `500` (no dialog usage claims it); the digit is taken
+        from the request here and the INFO is answered `200` through pjsip's C API.
+        """
+        event = prm.e
+        if int(event.type) != pj.PJSIP_EVENT_TSX_STATE:
+            return
+        tsx = event.body.tsxState.tsx
+        if (
+            int(tsx.role) != pj.PJSIP_ROLE_UAS
+            or str(tsx.method).upper() != "INFO"
+            or int(tsx.state) != pj.PJSIP_TSX_STATE_TRYING
+            or int(event.body.tsxState.type) != pj.PJSIP_EVENT_RX_MSG
+        ):
+            return
+        rdata = event.body.tsxState.src.rdata
+        digit = parse_info_dtmf(str(rdata.wholeMsg))
+        if digit is None:
+            return
+        st = self._calls.get(key)
+        if st is None or st.disconnected:
+            return
+        self._respond_in_dialog(rdata, 200)
+        log.debug("call %s: INFO application/dtmf %s", key, digit)
+        if digit in _VALID_DIGITS:
+            self._emit(DtmfDigit(call_id=key, digit=digit, method="sip-info"))
+
+    def _respond_in_dialog(self, rdata: Any, code: int) -> None:
+        lib = self._lib
+        ptr = rdata.pjRxData
+        if lib is None or ptr is None:
+            return
+        try:
+            rdata_ptr = ctypes.c_void_p(int(ptr))
+            dlg = lib.pjsip_rdata_get_dlg(rdata_ptr)
+            if not dlg:
+                return
+            status = lib.pjsip_dlg_respond(dlg, rdata_ptr, code, None, None, None)
+            if status != 0:
+                log.warning("could not answer INFO: pj_status %d", status)
+        except (TypeError, ValueError, AttributeError, OSError) as exc:
+            log.warning("could not answer INFO: %s", exc)
+
+    def _on_transfer_status(self, key: CallId, prm: Any) -> None:
+        st = self._calls.get(key)
+        final = bool(prm.finalNotify)
+        if final:
+            prm.cont = False
+        if st is None or st.disconnected:
+            return  # CallDisconnected stays the call's last event
+        self._emit(
+            TransferStatus(
+                call_id=key, sip_code=int(prm.statusCode), reason=str(prm.reason), final=final
+            )
+        )
+        if final:
+            st.transfer_final_seen = True
+
+    def _on_player_eof(self, key: CallId, token: int) -> None:
+        self._deferred.append(lambda: self._advance_playback(key, token))
+
+    # -- command bodies (pjsua thread) --------------------------------------------------------
+
+    def _live(self, key: CallId, what: str) -> _CallState | None:
+        st = self._calls.get(key)
+        if st is None or st.disconnected:
+            log.debug("%s ignored: call %s is unknown or finished", what, key)
+            return None
+        return st
+
+    def _do_answer(self, key: CallId) -> None:
+        st = self._live(key, "answer")
+        if st is None:
+            return
+        prm = pj.CallOpParam(True)
+        prm.statusCode = 200
+        try:
+            st.call.answer(prm)
+        except pj.Error as exc:
+            log.warning("call %s: answer failed: %s", key, _error_text(exc))
+
+    def _do_reject(self, key: CallId, code: int, reason: str) -> None:
+        st = self._live(key, "reject")
+        if st is None:
+            return
+        if st.confirmed:
+            log.warning("call %s: reject of an answered call; hanging up instead", key)
+        if not 300 <= code <= 699:
+            log.warning("call %s: reject code %d is not 3xx-6xx; using 603", key, code)
+            code = 603
+        prm = pj.CallOpParam(True)
+        prm.statusCode = code
+        prm.reason = reason
+        st.ended_by_us = True
+        try:
+            st.call.hangup(prm)
+        except pj.Error as exc:
+            log.warning("call %s: reject failed: %s", key, _error_text(exc))
+
+    def _do_hangup(self, key: CallId) -> None:
+        st = self._live(key, "hangup")
+        if st is None:
+            return
+        st.ended_by_us = True
+        try:
+            st.call.hangup(pj.CallOpParam(True))
+        except pj.Error as exc:
+            log.warning("call %s: hangup failed: %s", key, _error_text(exc))
+
+    def _do_transfer(self, key: CallId, refer_to: str) -> None:
+        st = self._live(key, "transfer")
+        if st is None:
+            return
+        st.transfer_final_seen = False
+        try:
+            st.call.xfer(refer_to, pj.CallOpParam(True))
+        except pj.Error as exc:
+            text = _error_text(exc)
+            log.warning("call %s: REFER to %s failed: %s", key, refer_to, text)
+            self._emit(
+                TransferStatus(call_id=key, sip_code=_sip_code_of(exc), reason=text, final=True)
+            )
+
+    def _do_play(self, key: CallId, play_id: int, files: list[Path]) -> None:
+        st = self._live(key, "play")
+        if st is None:
+            return
+        self._stop_player(st)
+        st.playback = _Playback(play_id=play_id, files=files)
+        if st.audio is not None:
+            self._start_next_file(st)
+
+    def _do_stop_playback(self, key: CallId) -> None:
+        st = self._live(key, "stop_playback")
+        if st is None:
+            return
+        self._stop_player(st)
+        st.playback = None
+
+    # -- playback helpers (pjsua thread) ------------------------------------------------------
+
+    def _stop_player(self, st: _CallState) -> None:
+        pb = st.playback
+        if pb is None or pb.player is None:
+            return
+        player, pb.player = pb.player, None
+        if st.audio is not None:
+            with contextlib.suppress(Exception):
+                player.stopTransmit(st.audio)
+        # freed at the end of this loop turn, never inside a pjsua callback
+        self._retired_players.append(player)
+
+    def _start_next_file(self, st: _CallState) -> None:
+        pb = st.playback
+        if pb is None or st.audio is None:
+            return
+        while pb.next_index < len(pb.files):
+            path = pb.files[pb.next_index]
+            pb.next_index += 1
+            self._token += 1
+            player = _Player(self._self_ref, st.key, self._token)
+            try:
+                player.createPlayer(str(path), pj.PJMEDIA_FILE_NO_LOOP)
+                player.startTransmit(st.audio)
+            except pj.Error as exc:
+                log.error("call %s: cannot play %s: %s", st.key, path, _error_text(exc))
+                self._retired_players.append(player)
+                continue
+            pb.player, pb.token = player, self._token
+            return
+        st.playback = None
+        self._emit(PlaybackFinished(call_id=st.key, play_id=pb.play_id))
+
+    def _advance_playback(self, key: CallId, token: int) -> None:
+        st = self._calls.get(key)
+        if st is None or st.disconnected or st.playback is None:
+            return
+        pb = st.playback
+        if pb.player is None or pb.token != token:
+            return  # EOF of a player that was already stopped
+        self._stop_player(st)
+        self._start_next_file(st)

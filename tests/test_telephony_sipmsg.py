@@ -1,0 +1,91 @@
+"""The pure SIP text parsers behind `IncomingCall` and INFO `application/dtmf`."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.telephony.sipmsg import (
+    parse_host_port,
+    parse_info_dtmf,
+    parse_invite,
+    parse_name_addr,
+    uri_user,
+)
+
+INVITE = (
+    "INVITE sip:800@192.0.2.5:8922;transport=tcp SIP/2.0\r\n"
+    "Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK1,SIP/2.0/UDP 10.0.0.1\r\n"
+    'From: "Doe, John \\"JD\\"" <sip:%2B4930123@pbx.example;user=phone>;tag=abc\r\n'
+    "To: <sip:800@192.0.2.5>\r\n"
+    "X-Session-ID: 6f1c-22\r\n"
+    "User-Agent: PortSIP PBX 22.0\r\n"
+    "Content-Type: application/sdp\r\n"
+    "\r\n"
+    "v=0\r\n"
+)
+
+
+def test_parse_invite_fields() -> None:
+    info = parse_invite(INVITE)
+    assert info.request_user == "800"
+    assert info.from_user == "+4930123"
+    assert info.from_display == 'Doe, John "JD"'
+    assert info.transport == "tcp"
+    assert info.session_id == "6f1c-22"
+    assert info.user_agent == "PortSIP PBX 22.0"
+
+
+def test_parse_invite_compact_headers_and_missing_values() -> None:
+    msg = "INVITE sip:900@h SIP/2.0\nv: SIP/2.0/UDP h2\nf: sip:1001@h2;tag=1\n\n"
+    info = parse_invite(msg)
+    assert (info.request_user, info.from_user, info.from_display) == ("900", "1001", "")
+    assert info.transport == "udp"
+    assert info.session_id is None and info.user_agent == ""
+
+
+def test_parse_invite_never_raises_on_garbage() -> None:
+    info = parse_invite("garbage")
+    assert info.request_user == "" and info.from_user == "" and info.transport == "udp"
+
+
+@pytest.mark.parametrize(
+    ("uri", "user"),
+    [
+        ("sip:201@127.0.0.1:5060", "201"),
+        ("<sips:alice:secret@example.com>", "alice"),
+        ("sip:example.com", ""),
+        ("tel:+1-555-0100;phone-context=x", "+1-555-0100"),
+        ("mailto:x@y", ""),
+    ],
+)
+def test_uri_user(uri: str, user: str) -> None:
+    assert uri_user(uri) == user
+
+
+def test_parse_name_addr_forms() -> None:
+    assert parse_name_addr("Bob <sip:b@h>;tag=1") == ("Bob", "sip:b@h")
+    assert parse_name_addr("sip:b@h;tag=1") == ("", "sip:b@h")
+
+
+@pytest.mark.parametrize(
+    ("addr", "expected"),
+    [("127.0.0.1:5060", ("127.0.0.1", 5060)), ("[::1]:5070", ("::1", 5070)), ("h", ("h", 0))],
+)
+def test_parse_host_port(addr: str, expected: tuple[str, int]) -> None:
+    assert parse_host_port(addr) == expected
+
+
+@pytest.mark.parametrize(
+    ("ctype", "body", "digit"),
+    [
+        ("application/dtmf", "5", "5"),
+        ("application/dtmf", "#\r\n", "#"),
+        ("application/dtmf", "Signal=a\r\nDuration=160\r\n", "A"),
+        ("application/dtmf", "11", "#"),
+        ("application/dtmf-relay", "Signal=5\r\n", None),  # pjsua handles this one itself
+        ("application/dtmf", "", None),
+    ],
+)
+def test_parse_info_dtmf(ctype: str, body: str, digit: str | None) -> None:
+    msg = f"INFO sip:r@h SIP/2.0\r\nContent-Type: {ctype}\r\n\r\n{body}"
+    assert parse_info_dtmf(msg) == digit
