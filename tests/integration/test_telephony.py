@@ -528,4 +528,4 @@ def test_port_in_use_is_a_clear_error_and_restart_works() -> None:
     assert lines[0].startswith("START-ERROR cannot listen for SIP/UDP on 127.0.0.1:")
     assert "Address already in use" in lines[0]
     started = [ln.split() for ln in lines if ln.startswith("STARTED")]
-    assert len(started) == 2 and all(int(p) > 0 and m == "3" for _, p, m in started)
+    assert len(started) == 2 and all(int(p) > 0 and m == "4" for _, p, m in started)
