@@ -1,0 +1,94 @@
+"""Start-up checks of `vr-engine serve` that need no SIP: addresses, tokens, prompt files."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engine.config import parse_config
+from engine.errors import PromptError, TelephonyError
+from engine.flow.pin import verify_pin
+from engine.server import api_token, check_sip_host, prepare_prompt_files
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [("::1", "IPv6"), ("0.0.0.0", "not an address callers can reach"), ("pbx.local", "IP address")],
+)
+def test_sip_host_must_be_a_reachable_ipv4_address(host: str, message: str) -> None:
+    with pytest.raises(TelephonyError, match=message):
+        check_sip_host(host)
+
+
+def test_sip_host_ipv4_is_fine() -> None:
+    check_sip_host("192.0.2.20")
+
+
+def test_api_token_is_generated_once_private_and_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VR_API_TOKEN", raising=False)
+    config = parse_config({}, base=tmp_path)
+    first = api_token(config, tmp_path)
+    assert len(first) >= 32
+    assert stat.S_IMODE(os.stat(tmp_path / "api-token").st_mode) == 0o600
+    assert api_token(config, tmp_path) == first
+    monkeypatch.setenv("VR_API_TOKEN", "from-env-1234")
+    assert api_token(config, tmp_path) == "from-env-1234"
+    configured = parse_config({"server": {"api_token": "from-config-1"}}, base=tmp_path)
+    assert api_token(configured, tmp_path) == "from-config-1"
+
+
+def test_configured_prompt_files_are_converted_once(tmp_path: Path) -> None:
+    t = np.arange(16000) / 16000
+    sf.write(tmp_path / "main.wav", 0.3 * np.sin(2 * np.pi * 300 * t), 16000)
+    config = parse_config(
+        {
+            "ivrs": [
+                {
+                    "name": "Main",
+                    "extension_number": "800",
+                    "prompt_file": "main.wav",
+                    "transfer_prompt_file": "main.wav",
+                    "pin": "135790",
+                }
+            ]
+        },
+        base=tmp_path,
+    )
+    data = tmp_path / "data"
+    receptionists, files = prepare_prompt_files(config, tmp_path, data)
+    ivr = receptionists["800"]
+    assert ivr.prompt_file_id == ivr.transfer_prompt_file_id
+    assert ivr.prompt_file_id is not None
+    converted = files[ivr.prompt_file_id]
+    info = sf.info(str(converted))
+    assert (info.samplerate, info.channels, info.subtype) == (8000, 1, "PCM_16")
+    assert ivr.pin_hash is not None and verify_pin(ivr.pin_hash, "135790")
+    mtime = converted.stat().st_mtime_ns
+    prepare_prompt_files(config, tmp_path, data)  # again: not converted a second time
+    assert converted.stat().st_mtime_ns == mtime
+
+
+def test_an_unusable_prompt_file_stops_start_up(tmp_path: Path) -> None:
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    config = parse_config(
+        {"ivrs": [{"name": "Main", "extension_number": "800", "prompt_file": "bad.wav"}]},
+        base=tmp_path,
+    )
+    with pytest.raises(PromptError, match=r"bad\.wav"):
+        prepare_prompt_files(config, tmp_path, tmp_path / "data")
+
+
+def test_a_prompt_file_id_without_a_store_stops_start_up(tmp_path: Path) -> None:
+    config = parse_config(
+        {"ivrs": [{"name": "Main", "extension_number": "800", "prompt_file_id": "abc"}]},
+        base=tmp_path,
+    )
+    with pytest.raises(PromptError, match="not a known file"):
+        prepare_prompt_files(config, tmp_path, tmp_path / "data")
