@@ -208,7 +208,7 @@ class Runtime:
                     f" — this server carries at most {self.capacity} concurrent calls "
                     f"(SIP stack limit {self.telephony.max_calls}"
                     + (f", max_calls {self.server.max_calls}" if self.server.max_calls else "")
-                    + "); install the tuned pjsua2 build to raise it"
+                    + "); a tuned pjsua2 build raises it (README, Capacity)"
                 )
             log.log(
                 level,

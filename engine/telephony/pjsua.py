@@ -15,8 +15,10 @@ Facts of pjsua 2.15.1 this module relies on (measured, see tests/integration):
 * An incoming INVITE gets `100 Trying` from pjsua before `onIncomingCall`; nothing else is
   sent until `answer`/`reject`.
 * pjsua refuses an INVITE by itself, before any callback, when all of its call slots are busy
-  (`486 Busy Here`); `max_calls` therefore keeps one slot in reserve so that the runtime can
-  answer an over-limit call with its own status (e.g. `503`).
+  (`486 Busy Here`; only `Endpoint.onRejectedIncomingCall` hears of it afterwards). The
+  adapter registers a pjsip module of its own (`_FullGate`, priority just below pjsua's) that
+  answers such an INVITE `503` with `Retry-After` first, so every slot carries a call and
+  `max_calls` reports them all.
 * DTMF: an RFC 4733 key press arrives once in `onDtmfDigit` and one or more times in
   `onDtmfEvent` (first indication with no flag, then `IS_UPDATE` updates, then
   `IS_UPDATE|IS_END`); a SIP INFO key press arrives once in each. The adapter reports from
@@ -28,8 +30,8 @@ Facts of pjsua 2.15.1 this module relies on (measured, see tests/integration):
   loop turn. A file that cannot be opened is logged and skipped; if none is left,
   `PlaybackFinished` is reported at once so the call flow never waits forever.
 
-pjsua2 does not wrap `pjsua_call_get_max_count`, `pjsua_call_get_count` and
-`pjsip_dlg_respond`; they are called through ctypes on the loaded `_pjsua2` module, from the
+pjsua2 does not wrap `pjsua_call_get_max_count`, `pjsua_call_get_count`, `pjsip_dlg_respond`
+or pjsip's module API; they are called through ctypes on the loaded `_pjsua2` module, from the
 pjsua thread only.
 """
 
@@ -307,6 +309,221 @@ def _pjsua_lib() -> ctypes.CDLL | None:
         return None
 
 
+def _bind_gate_symbols(lib: ctypes.CDLL) -> bool:
+    """Declare the C functions `_FullGate` uses; False if the module does not export one."""
+    try:
+        lib.pjsua_get_pjsip_endpt.argtypes = []
+        lib.pjsua_get_pjsip_endpt.restype = ctypes.c_void_p
+        lib.pjsip_endpt_register_module.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.pjsip_endpt_register_module.restype = ctypes.c_int
+        lib.pjsip_endpt_unregister_module.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.pjsip_endpt_unregister_module.restype = ctypes.c_int
+        lib.pjsip_endpt_create_pool.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.pjsip_endpt_create_pool.argtypes += [ctypes.c_size_t] * 2
+        lib.pjsip_endpt_create_pool.restype = ctypes.c_void_p
+        lib.pjsip_endpt_release_pool.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.pjsip_endpt_release_pool.restype = None
+        lib.pjsip_retry_after_hdr_create.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.pjsip_retry_after_hdr_create.restype = ctypes.c_void_p
+        lib.pj_list_insert_before.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.pj_list_insert_before.restype = None
+        lib.pjsip_rdata_get_tsx.argtypes = [ctypes.c_void_p]
+        lib.pjsip_rdata_get_tsx.restype = ctypes.c_void_p
+        lib.pjsip_rx_data_get_info.argtypes = [ctypes.c_void_p]
+        lib.pjsip_rx_data_get_info.restype = ctypes.c_char_p
+        # pjsip_endpt_respond_stateless(endpt, rdata, st_code, st_text, hdr_list, body)
+        lib.pjsip_endpt_respond_stateless.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.pjsip_endpt_respond_stateless.argtypes += [ctypes.c_int] + [ctypes.c_void_p] * 3
+        lib.pjsip_endpt_respond_stateless.restype = ctypes.c_int
+        return True
+    except AttributeError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# A pjsip module that answers `503` when every pjsua call slot is busy.
+#
+# Layouts from pjproject 2.15.1, pjsip/include/pjsip/sip_module.h and pj/types.h (LP64):
+#
+#   struct pjsip_module {
+#       PJ_DECL_LIST_MEMBER(struct pjsip_module);   prev, next            offsets 0, 8
+#       pj_str_t name;                              { char *ptr; pj_ssize_t slen; }  16
+#       int id;                                                                      32
+#       int priority;                                                                36
+#       pj_status_t (*load)(pjsip_endpoint*);  start, stop, unload              40..64
+#       pj_bool_t (*on_rx_request)(pjsip_rx_data*);                                  72
+#       pj_bool_t (*on_rx_response)(pjsip_rx_data*);                                 80
+#       pj_status_t (*on_tx_request)(pjsip_tx_data*);  on_tx_response           88, 96
+#       void (*on_tsx_state)(pjsip_transaction*, pjsip_event*);                     104
+#   };                                                                   sizeof = 112
+#
+#   enum pjsip_module_priority { TRANSPORT_LAYER = 8, TSX_LAYER = 16, UA_PROXY_LAYER = 32,
+#                                DIALOG_USAGE = 48, APPLICATION = 64 };
+#
+# pjsua's own module ("mod-pjsua", PJSIP_MOD_PRIORITY_APPLICATION) is where an out-of-dialog
+# INVITE becomes a call, and where pjsua answers `486` when no call slot is free. The gate
+# runs just before it, after the transaction layer and the UA layer have claimed
+# retransmissions and in-dialog requests (a pjsip endpoint offers a request to its modules in
+# ascending priority until one returns PJ_TRUE).
+
+PJSIP_MOD_PRIORITY_APPLICATION = 64
+FULL_GATE_PRIORITY = PJSIP_MOD_PRIORITY_APPLICATION - 1
+FULL_RETRY_AFTER = 5  # seconds, in the 503's Retry-After
+FULL_LOG_INTERVAL = 10.0  # at most one warning per this many seconds (with the count)
+TUNED_BUILD_HINT = "a tuned pjsua2 build raises it (README, Capacity)"
+
+_RxRequestFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+
+
+class _PjStr(ctypes.Structure):
+    _fields_ = [("ptr", ctypes.c_char_p), ("slen", ctypes.c_ssize_t)]
+
+
+class _PjsipModule(ctypes.Structure):
+    _fields_ = [
+        ("prev", ctypes.c_void_p),
+        ("next", ctypes.c_void_p),
+        ("name", _PjStr),
+        ("id", ctypes.c_int),
+        ("priority", ctypes.c_int),
+        ("load", ctypes.c_void_p),
+        ("start", ctypes.c_void_p),
+        ("stop", ctypes.c_void_p),
+        ("unload", ctypes.c_void_p),
+        ("on_rx_request", _RxRequestFn),
+        ("on_rx_response", ctypes.c_void_p),
+        ("on_tx_request", ctypes.c_void_p),
+        ("on_tx_response", ctypes.c_void_p),
+        ("on_tsx_state", ctypes.c_void_p),
+    ]
+
+
+# Every module struct and C callback ever handed to pjsip stays referenced for the process
+# lifetime: freeing one that pjsip still points to would crash on the next request.
+_KEEP_ALIVE: list[object] = []
+
+
+class _FullGate:
+    """The pjsip module that answers a new INVITE `503` + `Retry-After` when all slots are busy.
+
+    pjsua answers such an INVITE `486 Busy Here` before any Python callback; this module
+    takes it first (only out-of-dialog INVITEs with no transaction, only when
+    `pjsua_call_get_count() >= pjsua_call_get_max_count()`), so every slot carries a call
+    and the caller still gets a clean `503`. Created, registered, called and unregistered on
+    the pjsua thread only; `on_rx_request` never raises (any error → PJ_FALSE, pjsua decides).
+    """
+
+    def __init__(self, lib: ctypes.CDLL, limit_text: str) -> None:
+        self._lib = lib
+        self._limit_text = limit_text
+        self.rejected = 0
+        self._logged = 0  # `rejected` when the last warning was written
+        self._last_log = -FULL_LOG_INTERVAL
+        self._endpt: int | None = None
+        self._pool: int | None = None
+        self._hdrs: Any = None
+        self._callback = _RxRequestFn(self._on_rx_request)
+        self._name = b"mod-vr-full-gate"
+        self._module = _PjsipModule()
+        self._module.name.ptr = self._name
+        self._module.name.slen = len(self._name)
+        self._module.id = -1
+        self._module.priority = FULL_GATE_PRIORITY
+        self._module.on_rx_request = self._callback
+        self.registered = False
+        _KEEP_ALIVE.extend((self._callback, self._module, self._name))
+
+    def register(self) -> None:
+        """Register with pjsua's endpoint (pjsua thread, after libStart). Raises on failure."""
+        lib = self._lib
+        endpt = lib.pjsua_get_pjsip_endpt()
+        if not endpt:
+            raise OSError("pjsua has no SIP endpoint")
+        pool = lib.pjsip_endpt_create_pool(endpt, b"vr-full-gate", 512, 512)
+        if not pool:
+            raise OSError("cannot create a pool")
+        hdr = lib.pjsip_retry_after_hdr_create(pool, FULL_RETRY_AFTER)
+        if not hdr:
+            lib.pjsip_endpt_release_pool(endpt, pool)
+            raise OSError("cannot create a Retry-After header")
+        # a pjsip_hdr list head: only its prev/next pointers are used by the list functions
+        head = (ctypes.c_void_p * 8)()
+        head[0] = head[1] = ctypes.addressof(head)
+        lib.pj_list_insert_before(ctypes.addressof(head), hdr)
+        self._endpt, self._pool, self._hdrs = endpt, pool, head
+        _KEEP_ALIVE.append(head)
+        status = lib.pjsip_endpt_register_module(endpt, ctypes.byref(self._module))
+        if status != 0:
+            self._release_pool()
+            raise OSError(f"pjsip_endpt_register_module failed: pj_status {status}")
+        self.registered = True
+        log.debug(
+            "call-slot gate registered as pjsip module %d, priority %d",
+            self._module.id,
+            self._module.priority,
+        )
+
+    def unregister(self) -> None:
+        """Unregister and free the pool (pjsua thread, before libDestroy)."""
+        if self.registered and self._endpt:
+            self.registered = False
+            status = self._lib.pjsip_endpt_unregister_module(
+                self._endpt, ctypes.byref(self._module)
+            )
+            if status != 0:
+                log.warning("pjsip_endpt_unregister_module failed: pj_status %d", status)
+        self._release_pool()
+        self.log_pending(force=True)
+
+    def _release_pool(self) -> None:
+        if self._pool and self._endpt:
+            self._lib.pjsip_endpt_release_pool(self._endpt, self._pool)
+        self._pool = None
+
+    def _on_rx_request(self, rdata: int | None) -> int:
+        try:
+            lib = self._lib
+            if not rdata or not self.registered:
+                return 0
+            if int(lib.pjsua_call_get_count()) < int(lib.pjsua_call_get_max_count()):
+                return 0
+            if lib.pjsip_rdata_get_dlg(rdata) or lib.pjsip_rdata_get_tsx(rdata):
+                return 0
+            info = lib.pjsip_rx_data_get_info(rdata)  # "Request msg INVITE/cseq=1 (rdata…)"
+            if not info or not bytes(info).startswith(b"Request msg INVITE/"):
+                return 0
+            status = lib.pjsip_endpt_respond_stateless(
+                self._endpt, rdata, 503, None, ctypes.addressof(self._hdrs), None
+            )
+            if status != 0:
+                return 0  # not answered: leave the request to pjsua (486)
+            self.rejected += 1
+            self.log_pending()
+            return 1
+        except BaseException:
+            clear_last_exception()
+            return 0
+
+    def log_pending(self, force: bool = False) -> None:
+        """Warn about rejections not yet logged, at most once per FULL_LOG_INTERVAL."""
+        try:
+            now = time.monotonic()
+            new = self.rejected - self._logged
+            if new <= 0 or (not force and now - self._last_log < FULL_LOG_INTERVAL):
+                return
+            self._last_log, self._logged = now, self.rejected
+            log.warning(
+                "every call slot busy: refused %d incoming call(s) with 503 (Retry-After %d s),"
+                " %d in all; %s",
+                new,
+                FULL_RETRY_AFTER,
+                self.rejected,
+                self._limit_text,
+            )
+        except BaseException:
+            clear_last_exception()
+
+
 class PjsuaTelephony:
     """`engine.telephony.base.Telephony` on pjsua2 (see the module doc string)."""
 
@@ -327,9 +544,12 @@ class PjsuaTelephony:
             "players": 0,
             "pjsua_calls": 0,
             "rejected_by_pjsua": 0,
+            "rejected_full": 0,
         }
         self._rejected_by_pjsua = 0
         self._lib = _pjsua_lib()
+        self._gate: _FullGate | None = None
+        self._rejected_full = 0  # of gates of earlier starts
         # pjsua-thread-only state
         self._ep: Any = None
         self._account: Any = None
@@ -351,16 +571,16 @@ class PjsuaTelephony:
 
     @property
     def max_calls(self) -> int:
-        """Concurrent calls the runtime may answer; it refuses more with its own 503.
+        """Concurrent calls the runtime may answer: every pjsua call slot, at most
+        `SipSettings.max_calls`.
 
-        pjsua answers `486` by itself when every call slot is busy, before the runtime hears
-        of the call. A build with many slots keeps one in reserve so that the runtime can
-        refuse an over-limit call with `503`; the PyPI wheel's 4 slots are all used for calls
-        (one of 4 is too dear), so its 5th caller gets pjsua's `486`.
+        When every slot is busy, the adapter's pjsip module (`_FullGate`) answers a new INVITE
+        `503` + `Retry-After` itself, before pjsua would answer `486`; no slot is kept in
+        reserve for that. When the build has more slots than `max_calls`, pjsua gets one slot
+        above `max_calls`, so that the runtime sees the over-limit call and answers it with its
+        own `503`.
         """
-        if self._slots > SMALL_BUILD_SLOTS:
-            return self._slots - 1
-        return self._slots
+        return max(0, min(self._slots, self.settings.max_calls))
 
     def start(self, loop: asyncio.AbstractEventLoop, sink: EventSink) -> None:
         """Start the pjsua thread; return once SIP listens, or raise `TelephonyStartError`."""
@@ -480,12 +700,20 @@ class PjsuaTelephony:
         if self._lib is not None:
             with contextlib.suppress(Exception):
                 pjsua_calls = int(self._lib.pjsua_call_get_count())
+        gate = self._gate
+        if gate is not None:
+            gate.log_pending()
         self._counts = {
             "calls": len(self._calls),
             "players": players + len(self._retired_players),
             "pjsua_calls": pjsua_calls,
             "rejected_by_pjsua": self._rejected_by_pjsua,
+            "rejected_full": self._rejected_full_total(),
         }
+
+    def _rejected_full_total(self) -> int:
+        gate = self._gate
+        return self._rejected_full + (gate.rejected if gate is not None else 0)
 
     def _create_endpoint(self) -> None:
         s = self.settings
@@ -501,6 +729,7 @@ class PjsuaTelephony:
         cfg = pj.EpConfig()
         cfg.uaConfig.threadCnt = 0
         cfg.uaConfig.mainThreadOnly = True
+        # One slot above max_calls (pjsua caps it at the build's PJSUA_MAX_CALLS): see max_calls.
         cfg.uaConfig.maxCalls = max(1, s.max_calls + 1)
         cfg.uaConfig.userAgent = s.user_agent
         self._log_writer = _LogWriter()
@@ -553,15 +782,52 @@ class PjsuaTelephony:
         if self._lib is not None:
             self._slots = int(self._lib.pjsua_call_get_max_count())
         else:  # pragma: no cover - the wheel exports the symbol
-            self._slots = min(s.max_calls + 1, 4)
+            self._slots = min(s.max_calls + 1, SMALL_BUILD_SLOTS)
+        limit_text = self._limit_text()
+        self._start_gate(limit_text)
         log.info(
-            "SIP listening on %s:%d (%s), %d call slots (%d usable)",
+            "SIP listening on %s:%d (%s), %d call slots, up to %d calls: %s",
             s.host,
             port,
             "/".join(n for n, _ in kinds),
             self._slots,
             self.max_calls,
+            limit_text,
         )
+
+    def _limit_text(self) -> str:
+        s = self.settings
+        if self._slots < s.max_calls + 1:  # pjsua capped maxCalls at PJSUA_MAX_CALLS
+            return (
+                f"this build of pjsua2 carries at most {self._slots} concurrent calls "
+                f"(PJSUA_MAX_CALLS); {TUNED_BUILD_HINT}"
+            )
+        return (
+            f"max_calls = {s.max_calls} (pjsua has {self._slots} slots: one more, so that the "
+            "runtime answers an over-limit call with its own 503)"
+        )
+
+    def _start_gate(self, limit_text: str) -> None:
+        """Install `_FullGate`; without it the caller over the limit gets pjsua's `486`."""
+        if self._lib is None or not _bind_gate_symbols(self._lib):
+            log.warning("call-slot gate unavailable (pjsip symbols): pjsua answers 486 when full")
+            return
+        gate = _FullGate(self._lib, limit_text)
+        try:
+            gate.register()
+        except Exception as exc:
+            log.warning("call-slot gate not installed (%s): pjsua answers 486 when full", exc)
+            return
+        self._gate = gate
+
+    def _stop_gate(self) -> None:
+        gate, self._gate = self._gate, None
+        if gate is None:
+            return
+        try:
+            gate.unregister()
+        finally:
+            self._rejected_full += gate.rejected
 
     def _configure_codecs(self) -> None:
         wanted = [(cid.lower(), prio) for cid, prio in self.settings.codecs]
@@ -624,6 +890,10 @@ class PjsuaTelephony:
             self._account = None
         clear_last_exception()
         gc.collect()
+        try:
+            self._stop_gate()
+        except BaseException:
+            log.exception("could not unregister the call-slot gate")
         if self._ep is not None:
             try:
                 self._ep.libDestroy()
@@ -639,6 +909,7 @@ class PjsuaTelephony:
             "players": 0,
             "pjsua_calls": 0,
             "rejected_by_pjsua": self._rejected_by_pjsua,
+            "rejected_full": self._rejected_full_total(),
         }
 
     def _emit(self, event: TelephonyEvent) -> None:

@@ -3,9 +3,11 @@
 Starts `PjsuaTelephony` on an ephemeral port with an asyncio loop and prints one JSON line per
 event on stdout (first line: `{"event": "ready", "port": …}`). It answers every call, plays
 `--prompt` once the call is confirmed, transfers to `--transfer-to` on digit 9, hangs up on
-`#` (8 transfers to `--transfer-to-alt`), hangs up after a final 2xx transfer result, and 0.3 s after each `CallDisconnected`
-prints `{"event": "counts", …}` from `debug_counts()`. With `--enforce-limit N` it rejects calls
-beyond N (or `max_calls`) with 503, as the runtime does. SIGTERM (or stdin closing) stops it.
+`#` (8 transfers to `--transfer-to-alt`), hangs up after a final 2xx transfer result, and 0.3 s
+after each `CallDisconnected` prints `{"event": "counts", …}` from `debug_counts()` (right after
+each `DtmfDigit` too, as `{"event": "counts_at_dtmf", …}`). With `--enforce-limit N` it rejects
+calls beyond N (or `max_calls`) with 503, as the runtime does. SIGTERM (or stdin closing) stops
+it.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ async def serve(args: argparse.Namespace) -> None:
 
     def on_event(ev: TelephonyEvent) -> None:
         out({"event": type(ev).__name__, **dataclasses.asdict(ev)})
+        if isinstance(ev, DtmfDigit):  # the adapter's tables as of its last loop turn
+            out({"event": "counts_at_dtmf", **tel.debug_counts()})
         match ev:
             case IncomingCall(call_id=cid):
                 if args.enforce_limit and len(active) >= min(args.enforce_limit, tel.max_calls):

@@ -423,22 +423,63 @@ def test_transfer_refer_rejected_reports_final_status(
 
 
 def test_call_limit_of_the_wheel(procs: Callable[..., Proc], tmp_path: Path) -> None:
-    """PyPI wheel: 4 pjsua call slots, all usable. pjsua itself answers a 5th INVITE 486."""
+    """PyPI wheel: 4 pjsua call slots, all carry calls. A 5th concurrent INVITE gets `503` +
+    `Retry-After` from the adapter's pjsip module (never pjsua's `486`) and never reaches the
+    adapter's callbacks; in-dialog requests (SIP INFO DTMF) still work while every slot is
+    busy; once the calls end, a new call is answered."""
     prompt_path = tmp_path / "prompt.wav"
     make_prompt(prompt_path)
     server, port = start_server(procs, prompt_path)
-    assert server.first("ready")["max_calls"] == 4  # a 4-slot build keeps no reserve
-    callers = [dial(procs, port, "--hangup-after", "3.0", name=f"c{i}") for i in range(4)]
-    server.wait_for(lambda ev: sum(e["event"] == "CallConfirmed" for e in ev) == 4, 10, "4 calls")
-    fifth = dial(procs, port, name="c5")
+    assert server.first("ready")["max_calls"] == 4  # every slot is usable
+    # c0 sends two SIP INFO digits while all four calls are up (the second one, 5.5 s after its
+    # answer, comes after the 5th caller's 503: that caller starts once all four are confirmed)
+    dtmf = ["--digits", "5@2.5,6@5.5", "--dtmf-method", "sip-info"]
+    callers = [
+        dial(procs, port, "--hangup-after", "7.5", *(dtmf if i == 0 else []), name=f"c{i}")
+        for i in range(4)
+    ]
+    server.wait_for(lambda ev: sum(e["event"] == "CallConfirmed" for e in ev) == 4, 15, "4 calls")
+    fifth = dial(procs, port, "--log-level", "4", name="c5")
     over = summary_of(fifth)
     assert over["answered"] is False
-    assert over["invite_status"] == 486
+    assert over["invite_status"] == 503, over
+    sip_log = fifth.stderr_tail(1_000_000)
+    assert "SIP/2.0 503 Service Unavailable" in sip_log
+    assert "Retry-After: 5" in sip_log
+    assert "SIP/2.0 486" not in sip_log
     for c in callers:
-        assert summary_of(c)["answered"] is True
+        summary = summary_of(c, timeout=25.0)
+        assert summary["answered"] is True and summary["disconnect_code"] == 200, summary
     counts = wait_counts_empty(server)
-    assert counts["rejected_by_pjsua"] == 1
+    assert counts["rejected_full"] == 1
+    assert counts["rejected_by_pjsua"] == 0
     assert len(server.of("IncomingCall")) == 4  # the 5th never reached the adapter
+
+    # the INFO requests were answered and reported while all four slots were busy
+    events = server.snapshot()
+    names = [e["event"] for e in events]
+    first_end = names.index("CallDisconnected")
+    digits = [e for e in events[:first_end] if e["event"] == "DtmfDigit"]
+    assert [(d["digit"], d["method"]) for d in digits] == [("5", "sip-info"), ("6", "sip-info")]
+    at_dtmf = [e for e in events[:first_end] if e["event"] == "counts_at_dtmf"]
+    assert [e["pjsua_calls"] for e in at_dtmf] == [4, 4]
+    assert at_dtmf[-1]["rejected_full"] == 1  # the second INFO came after the 503
+
+    log = server.stderr_tail(1_000_000)
+    warnings = [ln for ln in log.splitlines() if "refused 1 incoming call(s) with 503" in ln]
+    assert len(warnings) == 1, log
+    assert "at most 4 concurrent calls (PJSUA_MAX_CALLS)" in warnings[0]
+    assert "tuned pjsua2 build" in warnings[0]
+
+    again = summary_of(dial(procs, port, "--hangup-after", "0.5", name="again"))
+    assert again["answered"] is True and again["invite_status"] == 200
+    assert len(server.of("IncomingCall")) == 5
+    server.stop()
+    log = server.stderr_path.read_text(errors="replace")
+    assert server.popen.returncode == 0, log[-4000:]
+    assert "Assertion" not in log and "Segmentation" not in log
+    stopped = server.of("stopped")
+    assert stopped and stopped[0]["rejected_full"] == 1 and stopped[0]["calls"] == 0
 
 
 def test_runtime_limit_leaves_a_slot_to_answer_503(
@@ -456,7 +497,8 @@ def test_runtime_limit_leaves_a_slot_to_answer_503(
         assert summary_of(c)["answered"] is True
     rejected = [e for e in server.of("CallDisconnected") if e["sip_code"] == 503]
     assert len(rejected) == 2 and all(e["by_remote"] is False for e in rejected)
-    assert wait_counts_empty(server)["rejected_by_pjsua"] == 0
+    counts = wait_counts_empty(server)
+    assert counts["rejected_by_pjsua"] == 0 and counts["rejected_full"] == 0
 
 
 def test_hangup_mid_playback_empties_tables(procs: Callable[..., Proc], tmp_path: Path) -> None:
@@ -481,6 +523,7 @@ def test_hangup_mid_playback_empties_tables(procs: Callable[..., Proc], tmp_path
         "players": 0,
         "pjsua_calls": 0,
         "rejected_by_pjsua": 0,
+        "rejected_full": 0,
     }
     time.sleep(PROMPT_SECONDS)  # past the prompt's end: no late PlaybackFinished
     assert not server.of("PlaybackFinished")
