@@ -54,7 +54,7 @@ from engine.flow.events import (
     TransferSucceeded,
 )
 from engine.flow.routing import route_call
-from engine.lockout import DisaLockouts
+from engine.lockout import DisaLockouts, LockoutSink
 from engine.model import ActionUrl, Receptionist, ServerSettings
 from engine.prompts import PromptLibrary
 from engine.records import CallRecords, to_document
@@ -122,6 +122,7 @@ class Runtime:
         action_urls: ActionUrlRequester,
         records: CallRecords,
         clock: Callable[[], datetime] = utc_now,
+        lockout_sink: LockoutSink | None = None,
     ) -> None:
         self.server = server
         self.tz = ZoneInfo(server.timezone)
@@ -132,7 +133,7 @@ class Runtime:
         self.action_urls = action_urls
         self.records = records
         self.clock = clock
-        self.lockouts = DisaLockouts(server.disa)
+        self.lockouts = DisaLockouts(server.disa, lockout_sink)
         self.calls: dict[CallId, ActiveCall] = {}
         self.draining = False
         self.counters: Counter[str] = Counter()
@@ -149,6 +150,10 @@ class Runtime:
     def set_receptionists(self, receptionists: Mapping[str, Receptionist]) -> None:
         """Live change: new calls use these; calls in progress keep their snapshot."""
         self.receptionists = dict(receptionists)
+
+    def set_files(self, files: Mapping[str, Path]) -> None:
+        """Live change: the converted prompt files by id."""
+        self.files = dict(files)
 
     # --- telephony events --------------------------------------------------------------------
 

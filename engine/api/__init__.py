@@ -1,48 +1,74 @@
-"""The HTTP API: PortSIP-compatible status endpoints and call records.
+"""The HTTP API: PortSIP-compatible resources (receptionists, action URLs, prompt uploads and
+files, receptionist server status) and call records.
 
-Handlers read the runtime's state; they never talk to pjsua2. Every route but `/healthz`
-needs `Authorization: Bearer <token>`.
+Handlers talk to the store (through its worker thread) and read the runtime's state; they never
+talk to pjsua2. Every route but `/healthz` needs `Authorization: Bearer <token>`. Errors use
+PortSIP's envelope `{"errors": [{"code", "message", "detail"}]}`. After every successful write
+a fresh snapshot of receptionists and files goes to `on_change` (by default: applied to the
+runtime, so the next call uses it; calls in progress keep theirs).
+
+Without a store (`store=None`) only the status routes and the runtime's in-memory call records
+are served; the resource routes answer 503.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import psutil
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, Depends, FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from engine.api.blobs import blobs_router
+from engine.api.common import ApiContext, apply_to_runtime, list_options
+from engine.api.errors import ApiError, error_response, install_error_handlers, not_found
+from engine.api.ivrs import ivrs_router
 from engine.runtime import Runtime
+from engine.store import ListOptions, Snapshot, Store
+from engine.uploads import UploadLimits, Uploads
+
+__all__ = ["SERVER_ID", "create_app"]
 
 SERVER_ID = "local"
+PUBLIC_PATHS = frozenset({"/healthz"})
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(
-        status_code=status, content={"errors": [{"code": code, "message": message, "detail": {}}]}
-    )
+class BearerAuth:
+    """ASGI middleware: every request but the public paths needs the API token."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+            given = b""
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    given = value
+                    break
+            scheme, _, credential = given.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(
+                credential.strip(), self.token
+            ):
+                response = error_response(
+                    401,
+                    "UNAUTHORIZED",
+                    "send Authorization: Bearer <API token>",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
-def create_app(runtime: Runtime, *, token: str, is_serving: Callable[[], bool]) -> FastAPI:
-    app = FastAPI(title="vr-engine", version="0.1.0", docs_url=None, redoc_url=None)
+def _status_router(runtime: Runtime, is_serving: Callable[[], bool]) -> APIRouter:
+    router = APIRouter()
     process = psutil.Process(os.getpid())
     process.cpu_percent(None)
-
-    @app.middleware("http")
-    async def bearer_auth(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if request.url.path != "/healthz":
-            given = request.headers.get("authorization", "")
-            scheme, _, value = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                value.strip().encode(), token.encode()
-            ):
-                return _error(401, "UNAUTHORIZED", "send Authorization: Bearer <API token>")
-        return await call_next(request)
 
     def server_status() -> dict[str, Any]:
         cpu = process.cpu_percent(None) / max(psutil.cpu_count() or 1, 1)
@@ -55,43 +81,109 @@ def create_app(runtime: Runtime, *, token: str, is_serving: Callable[[], bool]) 
             "calls_total": runtime.counters["calls_total"],
         }
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/api/ivr_servers")
-    async def list_servers() -> dict[str, Any]:
-        item = {
+    def server_item() -> dict[str, Any]:
+        return {
             "id": SERVER_ID,
             "name": runtime.server.name,
             "type": "EXTERNAL",
             "enabled": True,
             "ipv4": runtime.server.sip_host,
         }
-        return {"count": 1, "items": [item]}
 
-    @app.get("/api/ivr_servers/{server_id}/status")
-    async def ivr_server_status(server_id: str) -> Any:
+    def known(server_id: str) -> None:
         if server_id not in (SERVER_ID, runtime.server.name):
-            return _error(404, "NOT_FOUND", f"no receptionist server {server_id!r}")
+            raise not_found(f"no receptionist server {server_id!r}")
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/api/ivr_servers")
+    async def list_servers() -> dict[str, Any]:
+        return {"count": 1, "items": [server_item()]}
+
+    @router.get("/api/ivr_servers/{server_id}")
+    async def get_server(server_id: str) -> dict[str, Any]:
+        known(server_id)
+        return server_item()
+
+    @router.get("/api/ivr_servers/{server_id}/status")
+    async def ivr_server_status(server_id: str) -> dict[str, Any]:
+        known(server_id)
         return server_status()
 
-    @app.get("/api/status")
+    @router.get("/api/status")
     async def status() -> dict[str, Any]:
         return server_status()
 
-    @app.get("/api/calls")
-    async def calls(skip: int = 0, top: int = 100) -> dict[str, Any]:
-        if not 0 < top <= 100 or skip < 0:
-            raise HTTPException(400, "top must be 1-100 and skip >= 0")
+    return router
+
+
+def _calls_router(runtime: Runtime, store: Store | None) -> APIRouter:
+    router = APIRouter(prefix="/api/calls")
+
+    @router.get("")
+    async def calls(options: Annotated[ListOptions, Depends(list_options)]) -> Any:
+        if store is not None:
+            page = await store.run(store.list_call_records, options)
+            return {"count": page.count, "items": page.items}
         items = list(reversed(runtime.records.recent))
-        return {"count": len(items), "items": items[skip : skip + top]}
+        return {"count": len(items), "items": items[options.skip : options.skip + options.top]}
 
-    @app.get("/api/calls/{session_id}")
+    @router.get("/{session_id}")
     async def call(session_id: str) -> Any:
-        for record in runtime.records.recent:
-            if record["session_id"] == session_id:
-                return record
-        return _error(404, "NOT_FOUND", f"no call record {session_id!r}")
+        if store is not None:
+            record = await store.run(store.get_call_record, session_id)
+        else:
+            record = next(
+                (r for r in reversed(runtime.records.recent) if r["session_id"] == session_id),
+                None,
+            )
+        if record is None:
+            raise not_found(f"no call record {session_id!r}")
+        return record
 
+    return router
+
+
+def _no_store_router() -> APIRouter:
+    router = APIRouter()
+
+    async def unavailable() -> None:
+        raise ApiError(503, "SERVICE_UNAVAILABLE", "this server runs without a store")
+
+    for path in ("/api/ivrs{rest:path}", "/api/blobs{rest:path}", "/api/files{rest:path}"):
+        router.add_api_route(path, unavailable, methods=["GET", "POST", "PATCH"])
+    return router
+
+
+def create_app(
+    runtime: Runtime,
+    *,
+    token: str,
+    is_serving: Callable[[], bool],
+    store: Store | None = None,
+    on_change: Callable[[Snapshot], None] | None = None,
+    upload_limits: UploadLimits | None = None,
+) -> FastAPI:
+    """The API app. `on_change` gets a snapshot after every successful write (default: apply
+    it to `runtime`); `app.state.context` holds the `ApiContext` when a store is given."""
+    app = FastAPI(title="vr-engine", version="0.1.0", docs_url=None, redoc_url=None)
+    app.add_middleware(BearerAuth, token=token)
+    install_error_handlers(app)
+    app.include_router(_status_router(runtime, is_serving))
+    app.include_router(_calls_router(runtime, store))
+    if store is None:
+        app.include_router(_no_store_router())
+        return app
+    context = ApiContext(
+        store=store,
+        runtime=runtime,
+        is_serving=is_serving,
+        on_change=on_change or apply_to_runtime(runtime),
+        uploads=Uploads(store, upload_limits),
+    )
+    app.state.context = context
+    app.include_router(ivrs_router(context))
+    app.include_router(blobs_router(context))
     return app
