@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +54,7 @@ from engine.flow.events import (
 )
 from engine.flow.routing import route_call
 from engine.lockout import DisaLockouts, LockoutSink
+from engine.metrics import Metrics
 from engine.model import ActionUrl, Receptionist, ServerSettings
 from engine.prompts import PromptLibrary
 from engine.records import CallRecords, to_document
@@ -97,7 +97,7 @@ class ActiveCall:
     requests: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     disa_failure_counted: bool = False
     sip: dict[str, Any] = field(default_factory=dict)
-    dtmf_methods: Counter[str] = field(default_factory=Counter)
+    dtmf_methods: dict[str, int] = field(default_factory=dict)
 
 
 def utc_now() -> datetime:
@@ -136,7 +136,8 @@ class Runtime:
         self.lockouts = DisaLockouts(server.disa, lockout_sink)
         self.calls: dict[CallId, ActiveCall] = {}
         self.draining = False
-        self.counters: Counter[str] = Counter()
+        self.metrics = Metrics()
+        self.calls_total = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -176,8 +177,8 @@ class Runtime:
                 call.sip["confirmed_at"] = self.clock().isoformat()
                 self._feed(call, CallAnswered(at=self.clock()))
             case DtmfDigit():
-                call.dtmf_methods[event.method] += 1
-                self.counters[f"dtmf_{event.method}"] += 1
+                call.dtmf_methods[event.method] = call.dtmf_methods.get(event.method, 0) + 1
+                self.metrics.dtmf.labels(event.method).inc()
                 self._feed(
                     call, DigitReceived(at=self.clock(), digit=event.digit, method=event.method)
                 )
@@ -194,7 +195,6 @@ class Runtime:
                 self._finish(call)
 
     def _on_incoming(self, incoming: IncomingCall) -> None:
-        self.counters["invites"] += 1
         route = route_call(
             incoming.request_user,
             self.receptionists,
@@ -205,7 +205,7 @@ class Runtime:
             capacity=self.capacity,
         )
         if route.receptionist is None:
-            self.counters[f"rejected_{route.sip_code}"] += 1
+            self.metrics.invites.labels(str(route.sip_code)).inc()
             level = logging.WARNING if route.sip_code == 503 else logging.INFO
             extra = ""
             if "call limit" in route.reason:
@@ -250,7 +250,9 @@ class Runtime:
         )
         self.calls[incoming.call_id] = call
         self._idle.clear()
-        self.counters["calls_total"] += 1
+        self.calls_total += 1
+        self.metrics.invites.labels("200").inc()
+        self.metrics.calls_active.inc()
         log.info(
             "session %s: call from %s to %s (%s) answered",
             session_id,
@@ -310,7 +312,7 @@ class Runtime:
                 log.info("session %s: hanging up (%s)", call.session_id, action.reason)
                 self.telephony.hangup(call_id)
             case DisaPinRejected():
-                self.counters["disa_pin_failures"] += 1
+                self.metrics.disa.labels("pin_rejected").inc()
                 log.warning(
                     "session %s: wrong DISA PIN from %s (%s), attempt %d",
                     call.session_id,
@@ -324,7 +326,7 @@ class Runtime:
                         call.incoming.from_user, call.incoming.source_host, time.time()
                     )
                     for key in locked:
-                        self.counters["disa_lockouts"] += 1
+                        self.metrics.disa.labels("lockout").inc()
                         log.warning(
                             "DISA locked for %s for %d s after %d failed calls",
                             key,
@@ -332,7 +334,7 @@ class Runtime:
                             self.server.disa.max_failed_calls,
                         )
             case DisaPinAccepted():
-                self.counters["disa_pin_accepted"] += 1
+                self.metrics.disa.labels("pin_accepted").inc()
 
     def _prompt_file(self, call: ActiveCall, prompt: Prompt) -> Path:
         if isinstance(prompt, FilePrompt):
@@ -391,8 +393,10 @@ class Runtime:
             )
         if action.request_id in call.requests:
             del call.requests[action.request_id]
-        if isinstance(result, ActionUrlFailed):
-            self.counters["action_url_failures"] += 1
+        kind = action.action_url.type.value
+        label = result.action if isinstance(result, ActionUrlReplied) else result.kind.value
+        self.metrics.action_url_requests.labels(kind, label).inc()
+        self.metrics.action_url_latency.labels(kind).observe(result.latency_ms / 1000)
         if self.calls.get(call.incoming.call_id) is call:
             self._feed(call, result)
 
@@ -407,7 +411,10 @@ class Runtime:
         call.requests.clear()
         del self.calls[call.incoming.call_id]
         record = self.call_record(call)
-        self.counters[f"outcome_{record['outcome']}"] += 1
+        self.metrics.calls_active.dec()
+        self.metrics.calls.labels(record["outcome"]).inc()
+        for transfer in call.flow.record.transfers:
+            self.metrics.transfers.labels(transfer.result).inc()
         try:
             self.records.write(record)
         except OSError:

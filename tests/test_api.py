@@ -65,6 +65,7 @@ def test_every_route_but_health_needs_the_token(api: Api) -> None:
         ("GET", "/api/blobs/" + "0" * 64),
         ("GET", "/api/calls"),
         ("GET", "/api/ivr_servers"),
+        ("GET", "/metrics"),
         ("GET", "/api/no/such/route"),
     ]:
         for headers in (
@@ -592,3 +593,11 @@ def test_concurrent_partial_updates_lose_nothing(api: Api) -> None:
     for change in changes:  # no lost update
         assert all(view[key] == value for key, value in change.items()), change
     assert len(api.client.app.state.context.updates) == 0
+
+
+def test_metrics_in_prometheus_text_format(api: Api) -> None:
+    response = api.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "# TYPE vr_calls_active gauge" in response.text
+    assert "# TYPE vr_prompt_conversions_total counter" in response.text

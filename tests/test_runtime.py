@@ -257,3 +257,41 @@ def test_an_error_in_one_call_does_not_stop_the_runtime(tmp_path: Path) -> None:
 
     tel = asyncio.run(run())
     assert [c[1] for c in tel.named("answer")] == ["a", "b"]
+
+
+def test_metrics_count_calls_digits_transfers_and_urls(tmp_path: Path) -> None:
+    urls = FakeActionUrls(
+        lambda rid, inp: ActionUrlFailed(
+            at=datetime.now(), request_id=rid, kind=FailureKind.TIMEOUT, latency_ms=2000.0
+        )
+    )
+    ivr = receptionist(action_urls=[{
+        "name": "crm", "enabled": True, "type": "DTMF", "dtmf_mask": "5***",
+        "url": "http://127.0.0.1:9/x",
+    }])
+
+    async def run() -> Runtime:
+        runtime, _ = make_runtime(tmp_path, ivr=ivr, urls=urls)
+        runtime.on_event(incoming())
+        runtime.on_event(incoming("x", user="999"))
+        runtime.on_event(CallConfirmed(call_id="c1"))
+        for digit in "5000#":
+            runtime.on_event(DtmfDigit(call_id="c1", digit=digit, method="sip-info"))
+        await asyncio.sleep(0.1)
+        runtime.on_event(TransferStatus(call_id="c1", sip_code=486, reason="Busy", final=True))
+        runtime.on_event(CallDisconnected(call_id="c1", sip_code=200, reason="", by_remote=True))
+        return runtime
+
+    text = asyncio.run(run()).metrics.render().decode()
+    for line in (
+        'vr_sip_invites_total{code="200"} 1.0',
+        'vr_sip_invites_total{code="404"} 1.0',
+        'vr_dtmf_digits_total{method="sip-info"} 5.0',
+        'vr_action_url_requests_total{result="timeout",type="DTMF"} 1.0',
+        'vr_action_url_latency_seconds_count{type="DTMF"} 1.0',
+        'vr_transfers_total{result="failed"} 1.0',
+        'vr_calls_total{outcome="hung_up_by_caller"} 1.0',
+        "vr_calls_active 0.0",
+    ):
+        assert line in text, line
+    assert "5000" not in text

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import psutil
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.api.blobs import blobs_router
@@ -78,7 +79,7 @@ def _status_router(runtime: Runtime, is_serving: Callable[[], bool]) -> APIRoute
             "status": "ONLINE" if is_serving() and not runtime.draining else "OFFLINE",
             "active_calls": len(runtime.calls),
             "capacity": runtime.capacity,
-            "calls_total": runtime.counters["calls_total"],
+            "calls_total": runtime.calls_total,
         }
 
     def server_item() -> dict[str, Any]:
@@ -115,6 +116,10 @@ def _status_router(runtime: Runtime, is_serving: Callable[[], bool]) -> APIRoute
     @router.get("/api/status")
     async def status() -> dict[str, Any]:
         return server_status()
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return router
 

@@ -76,13 +76,18 @@ def blobs_router(ctx: ApiContext) -> APIRouter:
         request: Request,
         digest: Annotated[str | None, Query()] = None,
     ) -> Any:
-        file_id, _created = await uploads.complete(
-            upload_id,
-            request.headers.get(TOKEN_HEADER),
-            digest,
-            request.stream(),
-            content_length=_content_length(request),
-        )
+        try:
+            file_id, _created = await uploads.complete(
+                upload_id,
+                request.headers.get(TOKEN_HEADER),
+                digest,
+                request.stream(),
+                content_length=_content_length(request),
+            )
+        except Exception:
+            ctx.runtime.metrics.prompt_conversions.labels("refused").inc()
+            raise
+        ctx.runtime.metrics.prompt_conversions.labels("ok").inc()
         await ctx.refresh()
         return JSONResponse({"id": file_id}, status_code=201)
 
