@@ -47,6 +47,7 @@ from engine.flow.events import (
     Event,
     FailureKind,
     PromptFinished,
+    ServerHungUp,
     TimerFired,
     TransferFailed,
     TransferProgressed,
@@ -191,7 +192,15 @@ class Runtime:
                 call.sip["disconnect_reason"] = event.reason
                 call.sip["disconnected_by"] = "caller" if event.by_remote else "server"
                 if call.flow.phase is not Phase.ENDED:
-                    self._feed(call, CallerHungUp(at=self.clock()))
+                    if event.by_remote:
+                        self._feed(call, CallerHungUp(at=self.clock()))
+                    else:
+                        reason = (
+                            "server shutting down"
+                            if self.draining
+                            else f"ended by the server: {event.sip_code} {event.reason}".strip()
+                        )
+                        self._feed(call, ServerHungUp(at=self.clock(), reason=reason))
                 self._finish(call)
 
     def _on_incoming(self, incoming: IncomingCall) -> None:

@@ -12,7 +12,9 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,11 +24,11 @@ from engine.action_urls import ActionUrlClient
 from engine.api import create_app
 from engine.audio import convert_for_playback
 from engine.config import ConfigFile, ConfigReceptionist
-from engine.errors import PromptError, TelephonyError
+from engine.errors import PromptError, TelephonyError, VrError
 from engine.model import TRUSTED_STORE, Receptionist
 from engine.prompts import PromptLibrary
-from engine.records import CallRecords
 from engine.runtime import Runtime
+from engine.store import Store, StoreCallRecords, StoreDisaSink, seed_from_config
 from engine.telephony.pjsua import PjsuaTelephony, SipSettings, TelephonyStartError
 
 log = logging.getLogger("vr.server")
@@ -108,6 +110,24 @@ def api_token(config: ConfigFile, data_dir: Path) -> str:
     return token
 
 
+def bind_http(host: str, port: int) -> socket.socket:
+    """The HTTP API's listening socket, bound before anything else starts (port 0: any)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+    except OSError as error:
+        sock.close()
+        raise VrError(
+            f"cannot listen for HTTP on {host}:{port}: {error.strerror}; "
+            "choose another --http-port or stop the other server"
+        ) from None
+    sock.setblocking(False)
+    return sock
+
+
 def check_sip_host(host: str) -> None:
     try:
         address = ipaddress.ip_address(host.strip("[]"))
@@ -133,18 +153,35 @@ def serve(
     check_sip_host(settings.sip_host)
     data_dir.mkdir(parents=True, exist_ok=True)
     prompts = PromptLibrary()
-    receptionists, files = prepare_prompt_files(config, base or Path.cwd(), data_dir)
-    for ivr in receptionists.values():
-        resolved = prompts.resolve_language(ivr.language)
-        if resolved != ivr.language:
-            log.info(
-                "receptionist %s: language %s uses the %s prompts",
-                ivr.extension_number,
-                ivr.language,
-                resolved,
+    store = Store.open(data_dir)
+    try:
+        if not store.seeded:
+            configured, configured_files = prepare_prompt_files(
+                config, base or Path.cwd(), data_dir
             )
-    token = api_token(config, data_dir)
-    return asyncio.run(_serve(config, receptionists, files, prompts, token, data_dir))
+            seed_from_config(store, configured, configured_files)
+        elif config.ivrs:
+            log.info(
+                "%s holds the receptionists (the API is the source of truth); the "
+                "configuration's receptionists only seed a new data directory",
+                store.path,
+            )
+        snapshot = store.snapshot()
+        for ivr in snapshot.receptionists.values():
+            resolved = prompts.resolve_language(ivr.language)
+            if resolved != ivr.language:
+                log.info(
+                    "receptionist %s: language %s uses the %s prompts",
+                    ivr.extension_number,
+                    ivr.language,
+                    resolved,
+                )
+        token = api_token(config, data_dir)
+        return asyncio.run(
+            _serve(config, snapshot.receptionists, snapshot.files, prompts, token, data_dir, store)
+        )
+    finally:
+        store.close()
 
 
 async def _serve(
@@ -154,6 +191,7 @@ async def _serve(
     prompts: PromptLibrary,
     token: str,
     data_dir: Path,
+    store: Store,
 ) -> int:
     settings = config.server
     loop = asyncio.get_running_loop()
@@ -166,7 +204,10 @@ async def _serve(
             max_calls=settings.max_calls or 1000,
         )
     )
+    http_socket = bind_http(settings.http_host, settings.http_port)
     client = ActionUrlClient()
+    now = time.time()
+    store.prune_disa(now, settings.disa.failure_window)
     runtime = Runtime(
         server=settings,
         receptionists=receptionists,
@@ -174,14 +215,20 @@ async def _serve(
         prompts=prompts,
         files=files,
         action_urls=client,
-        records=CallRecords(data_dir / "calls.jsonl"),
+        records=StoreCallRecords(store),
+        lockout_sink=StoreDisaSink(store),
+    )
+    runtime.lockouts.restore(
+        store.disa_lockouts(now), store.disa_failures(now - settings.disa.failure_window)
     )
     try:
         await loop.run_in_executor(None, telephony.start, loop, runtime.on_event)
     except TelephonyStartError as error:
+        http_socket.close()
+        await client.aclose()
         raise TelephonyError(str(error)) from None
     serving = True
-    app = create_app(runtime, token=token, is_serving=lambda: serving)
+    app = create_app(runtime, token=token, is_serving=lambda: serving, store=store)
     http = _HttpServer(
         uvicorn.Config(
             app,
@@ -191,15 +238,17 @@ async def _serve(
             lifespan="off",
         )
     )
-    http_task = loop.create_task(http.serve())
+    http_task = loop.create_task(http.serve(sockets=[http_socket]))
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await asyncio.sleep(0)
+    while not http.started and not http_task.done():
+        await asyncio.sleep(0.01)
+    http_port = http_socket.getsockname()[1]
     print(
         f"vr-engine ready: SIP {'+'.join(settings.sip_transports)} "
         f"{settings.sip_host}:{telephony.bound_port}, HTTP http://{settings.http_host}:"
-        f"{settings.http_port}, receptionists: "
+        f"{http_port}, receptionists: "
         + ", ".join(f"{r.extension_number} ({r.name})" for r in receptionists.values())
         + f", capacity {runtime.capacity} calls",
         flush=True,
@@ -213,5 +262,6 @@ async def _serve(
         await http_task
     await loop.run_in_executor(None, telephony.stop, 2.0)
     await client.aclose()
+    app.state.context.uploads.close()
     log.info("stopped")
     return 0

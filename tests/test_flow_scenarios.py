@@ -22,7 +22,13 @@ from engine.flow.actions import (
     TransferKind,
 )
 from engine.flow.callflow import MAX_MENU_PLAYS, Phase
-from engine.flow.events import DigitReceived, FailureKind, PromptFinished, TimerFired
+from engine.flow.events import (
+    DigitReceived,
+    FailureKind,
+    PromptFinished,
+    ServerHungUp,
+    TimerFired,
+)
 from engine.flow.record import Outcome
 from tests.flow_harness import PIN, Harness, fwd, menu, receptionist, server
 
@@ -919,6 +925,17 @@ def test_caller_hang_up_at_any_moment_leaves_nothing_behind(reach: Any) -> None:
     # nothing more happens after the end
     assert h.press("1") == []
     assert h.send(TimerFired(at=h.now, timer=TimerName.NO_INPUT, token=1)) == []
+
+
+@pytest.mark.parametrize("reach", [_to_greeting, _mid_digits, _deciding, _transferring])
+def test_a_call_ended_by_the_server_is_recorded_as_such(reach: Any) -> None:
+    h = started(receptionist(action_urls=[url()]))
+    reach(h)
+    h.send(ServerHungUp(at=h.now, reason="server shutting down"))
+    assert h.clean(), (h.timers, h.playing, h.requests)
+    assert h.flow.record.outcome is Outcome.SERVER_HUNG_UP
+    assert h.flow.record.reason == "server shutting down"
+    assert h.flow.phase is Phase.ENDED
 
 
 def test_hang_up_before_answer_records_the_caller() -> None:

@@ -265,10 +265,17 @@ def test_metrics_count_calls_digits_transfers_and_urls(tmp_path: Path) -> None:
             at=datetime.now(), request_id=rid, kind=FailureKind.TIMEOUT, latency_ms=2000.0
         )
     )
-    ivr = receptionist(action_urls=[{
-        "name": "crm", "enabled": True, "type": "DTMF", "dtmf_mask": "5***",
-        "url": "http://127.0.0.1:9/x",
-    }])
+    ivr = receptionist(
+        action_urls=[
+            {
+                "name": "crm",
+                "enabled": True,
+                "type": "DTMF",
+                "dtmf_mask": "5***",
+                "url": "http://127.0.0.1:9/x",
+            }
+        ]
+    )
 
     async def run() -> Runtime:
         runtime, _ = make_runtime(tmp_path, ivr=ivr, urls=urls)

@@ -40,6 +40,7 @@ from engine.flow.events import (
     Event,
     FailureKind,
     PromptFinished,
+    ServerHungUp,
     TimerFired,
     TransferFailed,
     TransferProgressed,
@@ -202,6 +203,10 @@ class CallFlow:
                     self._transfer_failed(event.sip_code, event.reason)
             case CallerHungUp():
                 self._on_caller_hung_up()
+            case ServerHungUp():
+                self._release()
+                self.record.outcome, self.record.reason = Outcome.SERVER_HUNG_UP, event.reason
+                self._end()
         out, self._out = self._out, []
         return out
 
@@ -687,10 +692,14 @@ class CallFlow:
 
     # --- hang-up ---------------------------------------------------------------------------
 
-    def _on_caller_hung_up(self) -> None:
+    def _release(self) -> None:
+        """Stop every timer, request and prompt of the call."""
         self._cancel_timer(*list(self._timers))
         self._cancel_request()
         self._stop_prompt()
+
+    def _on_caller_hung_up(self) -> None:
+        self._release()
         if self.phase is Phase.TRANSFERRING and self._transfer_accepted:
             # The PBX ended our leg after accepting the REFER: the usual end of a transfer.
             self._update_transfer(result="assumed")

@@ -111,6 +111,14 @@ class CallerHungUp:
     at: datetime
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServerHungUp:
+    """The call ended from our side without the flow asking (shutdown, a SIP failure)."""
+
+    at: datetime
+    reason: str
+
+
 Event = (
     CallAnswered
     | DigitReceived
@@ -122,4 +130,5 @@ Event = (
     | TransferSucceeded
     | TransferFailed
     | CallerHungUp
+    | ServerHungUp
 )

@@ -1022,7 +1022,8 @@ class PjsuaTelephony:
         st = self._calls.get(key)
         if st is not None:
             method = self._dtmf_method(int(prm.method))
-            log.debug("call %s: onDtmfDigit %s method=%s", key, prm.digit, method)
+            # digits are never logged: they may be a PIN
+            log.debug("call %s: onDtmfDigit method=%s", key, method)
 
     def _on_dtmf_event(self, key: CallId, prm: Any) -> None:
         st = self._calls.get(key)
@@ -1033,16 +1034,15 @@ class PjsuaTelephony:
         timestamp = int(prm.timestamp)
         method = self._dtmf_method(int(prm.method))
         log.debug(
-            "call %s: onDtmfEvent %s method=%s flags=%d ts=%d dur=%d",
+            "call %s: onDtmfEvent method=%s flags=%d ts=%d dur=%d",
             key,
-            digit,
             method,
             flags,
             timestamp,
             int(prm.duration),
         )
         if digit not in _VALID_DIGITS:
-            log.warning("call %s: ignoring DTMF %r", key, digit)
+            log.warning("call %s: ignoring a DTMF event that is not a key 0-9 * # A-D", key)
             return
         if method == "rfc4733":
             if flags & DTMF_IS_UPDATE:
@@ -1078,7 +1078,7 @@ class PjsuaTelephony:
         if st is None or st.disconnected:
             return
         self._respond_in_dialog(rdata, 200)
-        log.debug("call %s: INFO application/dtmf %s", key, digit)
+        log.debug("call %s: INFO application/dtmf digit", key)
         if digit in _VALID_DIGITS:
             self._emit(DtmfDigit(call_id=key, digit=digit, method="sip-info"))
 

@@ -17,6 +17,7 @@ import json
 import os
 import queue
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -29,8 +30,6 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-
-from engine.telephony.pjsua import pick_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 8000
@@ -278,11 +277,15 @@ class Engine:
                 raise AssertionError(f"calls still active after {timeout} s: {status}")
             time.sleep(0.1)
 
-    def jsonl(self) -> list[dict[str, Any]]:
-        path = self.data_dir / "calls.jsonl"
+    def stored_records(self) -> list[dict[str, Any]]:
+        """Every call record in the engine's SQLite store, oldest first (read-only; works
+        after the engine has exited)."""
+        path = self.data_dir / "vr-engine.db"
         if not path.exists():
             return []
-        return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT doc FROM call_records ORDER BY seq").fetchall()
+        return [json.loads(doc) for (doc,) in rows]
 
 
 def start_engine(
@@ -294,42 +297,24 @@ def start_engine(
     extra_args: tuple[str, ...] = (),
     ready_timeout: float = 30.0,
 ) -> Engine:
-    """Write `config` as JSON into a fresh directory, serve it, wait for `vr-engine ready:`
-    and for the HTTP API.
-
-    SIP takes port 0 (the engine binds a free one for UDP and TCP and prints it); the HTTP
-    port is picked here (uvicorn would not tell which one it chose). Another process may take
-    that port between the pick and the bind — the engine then exits (after printing `ready`,
-    see the report) — so a start whose HTTP API never comes up is retried twice.
-    """
+    """Write `config` as JSON into a fresh directory, serve it on ephemeral SIP and HTTP
+    ports, and wait for `vr-engine ready:` (printed once both listen; it names the ports)."""
     base = procs.tmp / name
     base.mkdir(parents=True, exist_ok=True)
     config_path = base / "vr.json"
     config_path.write_text(json.dumps(config, indent=2))
     data_dir = base / "data"
-    problem = ""
-    for _attempt in range(3):
-        http_port = pick_free_port("127.0.0.1")
-        args = [*engine_command(), "serve", "--config", str(config_path)]
-        args += ["--data-dir", str(data_dir), "--sip-port", "0", "--http-port", str(http_port)]
-        if transfer_domain:
-            args += ["--transfer-domain", transfer_domain]
-        proc = procs.start([*args, *extra_args], name=name, env={"VR_API_TOKEN": TOKEN})
-        line = proc.wait_line("vr-engine ready:", ready_timeout)
-        sip = line.split("SIP ", 1)[1].split(",", 1)[0]  # "udp+tcp 127.0.0.1:PORT"
-        engine = Engine(proc, int(sip.rsplit(":", 1)[1]), http_port, data_dir)
-        # "ready" is printed when SIP listens; wait for HTTP as well (bounded)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.popen.poll() is None:
-            try:
-                engine.status()
-                return engine
-            except (OSError, AssertionError):
-                time.sleep(0.05)
-        problem = f"HTTP API not reachable on {http_port}; rc={proc.popen.poll()}\n"
-        problem += proc.stderr_tail()
-        proc.stop()
-    raise AssertionError(f"{name}: {problem}")
+    args = [*engine_command(), "serve", "--config", str(config_path)]
+    args += ["--data-dir", str(data_dir), "--sip-port", "0", "--http-port", "0"]
+    if transfer_domain:
+        args += ["--transfer-domain", transfer_domain]
+    proc = procs.start([*args, *extra_args], name=name, env={"VR_API_TOKEN": TOKEN})
+    line = proc.wait_line("vr-engine ready:", ready_timeout)
+    sip = line.split("SIP ", 1)[1].split(",", 1)[0]  # "udp+tcp 127.0.0.1:PORT"
+    http = line.split("HTTP http://", 1)[1].split(",", 1)[0]  # "127.0.0.1:PORT"
+    engine = Engine(proc, int(sip.rsplit(":", 1)[1]), int(http.rsplit(":", 1)[1]), data_dir)
+    engine.status()  # the API answers as soon as ready is printed
+    return engine
 
 
 def engine_command() -> list[str]:
