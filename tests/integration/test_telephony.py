@@ -7,13 +7,8 @@ pjsua2 Endpoint per process). Every wait is bounded and every process is killed 
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import queue
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.integration.engine_helpers import Proc, procs_in
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,125 +27,15 @@ RATE = 8000
 PROMPT_SECONDS = 2.5
 
 
-class Proc:
-    """A child process whose stdout JSON lines are collected by a reader thread."""
-
-    def __init__(self, args: list[str], name: str, tmp: Path) -> None:
-        self.name = name
-        self.stderr_path = tmp / f"{name}.stderr"
-        self._stderr = self.stderr_path.open("wb")
-        self.popen = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.events: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._new: queue.Queue[None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            with self._lock:
-                self.events.append(obj)
-            self._new.put(None)
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self.events)
-
-    def wait_for(
-        self, pred: Callable[[list[dict[str, Any]]], bool], timeout: float, what: str
-    ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            events = self.snapshot()
-            if pred(events):
-                return events
-            left = deadline - time.monotonic()
-            if left <= 0 or (self.popen.poll() is not None and self._new.empty()):
-                if self.popen.poll() is not None:
-                    self._reader.join(1.0)
-                    events = self.snapshot()
-                    if pred(events):
-                        return events
-                raise AssertionError(
-                    f"{self.name}: timed out waiting for {what}; events={events}\n"
-                    f"stderr tail:\n{self.stderr_tail()}"
-                )
-            with contextlib.suppress(queue.Empty):
-                self._new.get(timeout=min(left, 0.2))
-
-    def first(self, event: str, timeout: float = 10.0) -> dict[str, Any]:
-        events = self.wait_for(lambda ev: any(e["event"] == event for e in ev), timeout, event)
-        return next(e for e in events if e["event"] == event)
-
-    def of(self, event: str) -> list[dict[str, Any]]:
-        return [e for e in self.snapshot() if e["event"] == event]
-
-    def stderr_tail(self, n: int = 4000) -> str:
-        self._stderr.flush()
-        return self.stderr_path.read_text(errors="replace")[-n:]
-
-    def finish(self, timeout: float = 15.0) -> int:
-        """Wait for a self-terminating process (a caller); kill it if it overruns."""
-        try:
-            rc = self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"{self.name} did not finish; {self.stderr_tail()}") from None
-        self._reader.join(2.0)
-        return rc
-
-    def stop(self) -> None:
-        """Ask politely (stdin EOF, SIGTERM), then kill; always reap."""
-        if self.popen.poll() is None:
-            try:
-                assert self.popen.stdin is not None
-                self.popen.stdin.close()
-            except OSError:
-                pass
-            self.popen.terminate()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._reader.join(2.0)
-        self._stderr.close()
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait(5)
-
-
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    started: list[Proc] = []
+    """Start `python <args>` processes; all are stopped when the test ends."""
+    with procs_in(tmp_path) as started:
 
-    def start(*args: str, name: str) -> Proc:
-        proc = Proc(list(args), name, tmp_path)
-        started.append(proc)
-        return proc
+        def start(*args: str, name: str) -> Proc:
+            return started.start([sys.executable, *args], name)
 
-    try:
         yield start
-    finally:
-        for proc in reversed(started):
-            proc.stop()
 
 
 def make_prompt(path: Path) -> np.ndarray:
