@@ -438,14 +438,15 @@ def aligned_correlation(
 ) -> tuple[float, int]:
     """Normalised correlation of `prompt` with `recording` after alignment; and the lag.
 
-    The recording is aligned globally (FFT cross-correlation), then each 250 ms window is
-    re-aligned within ±40 ms: a receiving jitter buffer may drop or repeat a 10-20 ms frame,
-    which shifts everything after it and would otherwise ruin a single global alignment.
+    The recording is aligned globally (FFT cross-correlation), then each 125 ms window is
+    re-aligned within ±40 ms: a receiving jitter buffer may drop or repeat a 10-20 ms frame
+    (more often on a loaded machine), which shifts everything after it and would otherwise
+    ruin a single global alignment; short windows confine a slip to the window it is in.
     Parts of the prompt beyond the recording's end count as silence (lowering the result).
     """
     if lag is None:
         lag = global_lag(recording, prompt)
-    win, slack = RATE // 4, RATE // 25
+    win, slack = RATE // 8, RATE // 25
     aligned = np.zeros_like(prompt)
     for start in range(0, len(prompt), win):
         ref = prompt[start : start + win]
