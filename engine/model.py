@@ -488,6 +488,14 @@ class DisaSettings(Strict):
     lockout: int = Field(default=3600, ge=1, description="seconds")
 
 
+class SipRateLimit(Strict):
+    """New INVITEs accepted per source address: `invites_per_second` on average, bursts of
+    up to `burst`. Beyond it the INVITE gets 503. 0 turns the limit off."""
+
+    invites_per_second: float = Field(default=100, ge=0)
+    burst: int = Field(default=200, ge=1)
+
+
 class ServerSettings(Strict):
     """The `server:` section of the configuration file (SPEC §7)."""
 
@@ -508,6 +516,7 @@ class ServerSettings(Strict):
     transfer_assume_done_after: int = Field(default=5, ge=1, le=60)
     builtin_transfer_prompt: bool = False
     sip_allow: list[str] = Field(default_factory=list)
+    sip_rate_limit: SipRateLimit = SipRateLimit()
     max_calls: int | None = Field(default=None, ge=1)
     shutdown_grace: int = Field(default=30, ge=0, le=3600)
     api_token: SecretStr | None = Field(default=None, repr=False)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from engine.action_urls import CallFacts
+from engine.flow.abuse import RateLimiter, is_scanner
 from engine.flow.actions import (
     Action,
     CancelActionUrl,
@@ -138,6 +139,12 @@ class Runtime:
         self.calls: dict[CallId, ActiveCall] = {}
         self.draining = False
         self.metrics = Metrics()
+        limit = server.sip_rate_limit
+        self._rate_limiter = (
+            RateLimiter(rate=limit.invites_per_second, burst=limit.burst)
+            if limit.invites_per_second > 0
+            else None
+        )
         self.calls_total = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -203,7 +210,24 @@ class Runtime:
                         self._feed(call, ServerHungUp(at=self.clock(), reason=reason))
                 self._finish(call)
 
+    def _refused_at_the_door(self, incoming: IncomingCall) -> bool:
+        """Scanners get a bare 403, a source over its INVITE rate 503 (and no routing)."""
+        if is_scanner(incoming.user_agent):
+            self.metrics.invites.labels("403").inc()
+            log.debug("refusing a SIP scanner at %s", incoming.source_host)
+            self.telephony.reject(incoming.call_id, 403, "Forbidden")
+            return True
+        if self._rate_limiter is not None and not self._rate_limiter.allow(
+            incoming.source_host, time.monotonic()
+        ):
+            self.metrics.invites.labels("503").inc()
+            self.telephony.reject(incoming.call_id, 503, "Service Unavailable (rate limit)")
+            return True
+        return False
+
     def _on_incoming(self, incoming: IncomingCall) -> None:
+        if self._refused_at_the_door(incoming):
+            return
         route = route_call(
             incoming.request_user,
             self.receptionists,

@@ -1,0 +1,39 @@
+"""Scanner detection and the per-source INVITE rate limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.flow.abuse import RateLimiter, is_scanner
+
+
+@pytest.mark.parametrize(
+    ("agent", "scanner"),
+    [
+        ("friendly-scanner", True),
+        ("sipvicious 0.3.4", True),
+        ("SIPcli/v1.8", True),
+        ("VaxSIPUserAgent/3.1", True),
+        ("PortSIP PBX 22.1", False),
+        ("Linphone/5.1 (belle-sip/5.1)", False),
+        ("", False),
+    ],
+)
+def test_scanner_user_agents(agent: str, scanner: bool) -> None:
+    assert is_scanner(agent) is scanner
+
+
+def test_a_burst_then_the_steady_rate() -> None:
+    limiter = RateLimiter(rate=2, burst=5)
+    assert [limiter.allow("a", 0.0) for _ in range(7)] == [True] * 5 + [False] * 2
+    assert limiter.allow("b", 0.0)  # another source has its own bucket
+    assert limiter.allow("a", 0.5)  # one token back after 0.5 s at 2/s
+    assert not limiter.allow("a", 0.5)
+    assert [limiter.allow("a", 10.0) for _ in range(6)] == [True] * 5 + [False]
+
+
+def test_memory_is_bounded_under_a_flood_from_many_sources() -> None:
+    limiter = RateLimiter(rate=1, burst=1, max_keys=100)
+    for i in range(10_000):
+        limiter.allow(f"10.0.{i // 256}.{i % 256}", float(i))
+    assert len(limiter) == 100
