@@ -2,10 +2,11 @@
 files, receptionist server status) and call records.
 
 Handlers talk to the store (through its worker thread) and read the runtime's state; they never
-talk to pjsua2. Every route but `/healthz` needs `Authorization: Bearer <token>`. Errors use
-PortSIP's envelope `{"errors": [{"code", "message", "detail"}]}`. After every successful write
-a fresh snapshot of receptionists and files goes to `on_change` (by default: applied to the
-runtime, so the next call uses it; calls in progress keep theirs).
+talk to pjsua2. Every route but `/healthz` and blob downloads needs
+`Authorization: Bearer <token>`. Errors use PortSIP's envelope
+`{"errors": [{"code", "message", "detail"}]}`. After every successful write a fresh snapshot
+of receptionists and files goes to `on_change` (by default: applied to the runtime, so the
+next call uses it; calls in progress keep theirs).
 
 Without a store (`store=None`) only the status routes and the runtime's in-memory call records
 are served; the resource routes answer 503.
@@ -34,7 +35,63 @@ from engine.uploads import UploadLimits, Uploads
 __all__ = ["SERVER_ID", "create_app"]
 
 SERVER_ID = "local"
-PUBLIC_PATHS = frozenset({"/healthz"})
+# PortSIP serves blobs without a token; a digest (SHA-256 of the converted file) is unguessable.
+PUBLIC_PATHS = frozenset({"/healthz", "/api/blobs/{digest}"})
+
+
+def is_public(path: str) -> bool:
+    """`/healthz` and `GET /api/blobs/<digest>` need no token; everything else does."""
+    if path == "/healthz":
+        return True
+    parts = path.split("/")
+    return len(parts) == 4 and parts[1:3] == ["api", "blobs"] and parts[3] not in ("", "uploads")
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["errors"],
+    "properties": {
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["code", "message", "detail"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "detail": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+            },
+        }
+    },
+}
+
+
+class _App(FastAPI):
+    """FastAPI whose OpenAPI document tells the truth about errors and authentication: an
+    invalid request is answered 400 with PortSIP's envelope (not FastAPI's 422 schema), and
+    every route but the public ones needs the bearer token (401)."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is not None:
+            return self.openapi_schema
+        doc = super().openapi()
+        components = doc.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        schemas["Error"] = ERROR_SCHEMA
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        for path, operations in doc.get("paths", {}).items():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                if responses.pop("422", None) is not None:
+                    responses["400"] = {"description": "Invalid request", "content": content}
+                if path not in PUBLIC_PATHS:
+                    operation["security"] = [{"bearer": []}]
+                    responses["401"] = {"description": "No or wrong token", "content": content}
+        return doc
 
 
 class BearerAuth:
@@ -45,7 +102,7 @@ class BearerAuth:
         self.token = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+        if scope["type"] == "http" and not is_public(scope["path"]):
             given = b""
             for name, value in scope["headers"]:
                 if name == b"authorization":
@@ -173,7 +230,7 @@ def create_app(
 ) -> FastAPI:
     """The API app. `on_change` gets a snapshot after every successful write (default: apply
     it to `runtime`); `app.state.context` holds the `ApiContext` when a store is given."""
-    app = FastAPI(title="vr-engine", version="0.1.0", docs_url=None, redoc_url=None)
+    app = _App(title="vr-engine", version="0.1.0", docs_url=None, redoc_url=None)
     app.add_middleware(BearerAuth, token=token)
     install_error_handlers(app)
     app.include_router(_status_router(runtime, is_serving))

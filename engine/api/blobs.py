@@ -61,9 +61,15 @@ def blobs_router(ctx: ApiContext) -> APIRouter:
         )
         return Response(status_code=203, headers=_upload_headers(state))
 
-    router.add_api_route(
-        "/api/blobs/uploads/{upload_id}/append", append, methods=["POST", "PATCH"], status_code=203
-    )
+    # one route per method: an OpenAPI operationId must be unique
+    for method in ("POST", "PATCH"):
+        router.add_api_route(
+            "/api/blobs/uploads/{upload_id}/append",
+            append,
+            methods=[method],
+            status_code=203,
+            operation_id=f"append_api_blobs_uploads__upload_id__append_{method.lower()}",
+        )
 
     @router.get("/api/blobs/uploads/{upload_id}/status", status_code=204)
     async def upload_status(upload_id: str) -> Response:
