@@ -27,13 +27,14 @@ import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf
 
 from engine.audio import convert_for_playback
 from engine.errors import PromptError
+from engine.keyed_locks import KeyedLocks
 from engine.store import Forbidden, Invalid, NotFound, RangeMismatch, Store, TooLarge
 
 log = logging.getLogger("vr.uploads")
@@ -69,12 +70,6 @@ class _Converted:
     path: Path
     digest: str
     duration: float
-
-
-@dataclass
-class _SessionLock:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
 
 
 def parse_digest(value: str | None) -> str:
@@ -175,7 +170,7 @@ class Uploads:
         self.store = store
         self.limits = limits or UploadLimits()
         self.clock = clock
-        self._locks: dict[str, _SessionLock] = {}
+        self._locks = KeyedLocks()
         self._converter = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="vr-convert"
         )
@@ -230,20 +225,6 @@ class Uploads:
 
     # --- sessions ------------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _exclusive(self, upload_id: str) -> AsyncIterator[None]:
-        """One operation at a time per upload; the lock is forgotten when nobody holds or
-        waits for it."""
-        entry = self._locks.setdefault(upload_id, _SessionLock())
-        entry.users += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                self._locks.pop(upload_id, None)
-
     async def _session(self, upload_id: str, token: str | None) -> UploadState:
         session = (
             await self.store.run(self.store.get_upload, upload_id)
@@ -287,7 +268,7 @@ class Uploads:
         return await self._session(upload_id, None)
 
     async def destroy(self, upload_id: str) -> None:
-        async with self._exclusive(upload_id):
+        async with self._locks.hold(upload_id):
             await self._session(upload_id, None)
             await self.store.run(self._discard, upload_id)
 
@@ -335,7 +316,7 @@ class Uploads:
     ) -> UploadState:
         """Append a chunk. Raises NotFound, Forbidden, RangeMismatch, TooLarge (which discards
         the session), Invalid."""
-        async with self._exclusive(upload_id):
+        async with self._locks.hold(upload_id):
             state = await self._session(upload_id, token or "")
             return await self._append(state, body, content_length, content_range)
 
@@ -353,7 +334,7 @@ class Uploads:
         Returns (file id, created); an upload identical to a stored file returns that file.
         The session is gone afterwards, whatever the outcome."""
         expected = parse_digest(digest)
-        async with self._exclusive(upload_id):
+        async with self._locks.hold(upload_id):
             state = await self._session(upload_id, token or "")
             try:
                 state = await self._append(state, body, content_length, None)

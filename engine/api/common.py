@@ -8,7 +8,6 @@ action URL's `password`, `token` and `signing_secret` are write-only and never l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -21,6 +20,7 @@ from pydantic import ValidationError
 
 from engine.api.errors import ApiError, invalid
 from engine.config import problems_from
+from engine.keyed_locks import KeyedLocks
 from engine.runtime import Runtime
 from engine.store import (
     MAX_SKIP,
@@ -61,34 +61,6 @@ RECEPTIONIST_WRITE_ONLY = frozenset({"pin"})
 # field names that its message mentions (so a form can show it next to that field).
 RECEPTIONIST_ROOT_FIELDS = ("pin",)
 ACTION_URL_ROOT_FIELDS = ("username", "password", "token", "dtmf_mask", "caller_mask")
-
-
-@dataclass
-class _KeyedLock:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
-
-
-class KeyedLocks:
-    """One asyncio lock per key, forgotten when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, _KeyedLock] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        entry = self._locks.setdefault(key, _KeyedLock())
-        entry.users += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                self._locks.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._locks)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.integration.engine_helpers import Proc, procs_in
+from tests.integration.engine_helpers import Proc, aligned_correlation, procs_in
 
 pytestmark = pytest.mark.integration
 
@@ -110,38 +110,6 @@ def wait_counts_empty(server: Proc, timeout: float = 5.0) -> dict[str, Any]:
     return [e for e in events if e["event"] == "counts"][-1]
 
 
-def best_alignment_correlation(recording: np.ndarray, prompt: np.ndarray) -> float:
-    """Normalised correlation of the prompt with the recording after alignment.
-
-    The recording is aligned globally (FFT cross-correlation), then each 250 ms window is
-    re-aligned within ±40 ms: a receiving jitter buffer may drop or repeat a 10-20 ms frame
-    (measured here: one 10 ms slip about 1 s into the call), which shifts everything after it
-    and would otherwise ruin a single global alignment of a chirp.
-    """
-    n = len(recording) + len(prompt)
-    size = 1 << (n - 1).bit_length()
-    xc = np.fft.irfft(np.fft.rfft(recording, size) * np.conj(np.fft.rfft(prompt, size)), size)
-    lag = int(np.argmax(xc[: len(recording)]))
-    win, slack = RATE // 4, RATE // 25
-    aligned = np.zeros_like(prompt)
-    for start in range(0, len(prompt), win):
-        ref = prompt[start : start + win]
-        best, best_dot = 0, -np.inf
-        for shift in range(-slack, slack + 1):
-            at = lag + start + shift
-            if at < 0 or at + len(ref) > len(recording):
-                continue
-            dot = float(np.dot(recording[at : at + len(ref)], ref))
-            if dot > best_dot:
-                best, best_dot = shift, dot
-        at = lag + start + best
-        piece = recording[max(at, 0) : at + len(ref)]
-        aligned[start : start + len(piece)] = piece
-    a = aligned - aligned.mean()
-    b = prompt - prompt.mean()
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -197,7 +165,7 @@ def test_caller_hears_the_prompt_over_tcp_and_incoming_call_fields(
     assert rate == RATE
     assert heard.ndim == 1
     assert PROMPT_SECONDS - 0.2 <= summary["heard_seconds"] <= PROMPT_SECONDS + 0.3
-    corr = best_alignment_correlation(np.asarray(heard, dtype=np.float64), prompt)
+    corr, _lag = aligned_correlation(np.asarray(heard, dtype=np.float64), prompt)
     assert corr >= 0.9, corr
     assert wait_counts_empty(server)["pjsua_calls"] == 0
 
