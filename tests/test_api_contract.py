@@ -70,7 +70,7 @@ import jsonschema
 import pytest
 
 from engine.model import ServerSettings
-from tests.test_api_helpers import Api, make_api, wav_float_stereo
+from tests.test_api_helpers import ERROR_ENVELOPE, Api, make_api, wav_float_stereo
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_PATH = Path(
@@ -153,28 +153,6 @@ NOT_SERVED = {
     ("post", "/ivr_servers"),
     ("post", "/ivr_servers/{id}"),
     ("post", "/ivr_servers/{id}/destroy"),
-}
-
-ERROR_ENVELOPE = {
-    "type": "object",
-    "required": ["errors"],
-    "additionalProperties": False,
-    "properties": {
-        "errors": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["code", "message", "detail"],
-                "additionalProperties": False,
-                "properties": {
-                    "code": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"},
-                    "message": {"type": "string", "minLength": 1},
-                    "detail": {"type": "object", "additionalProperties": {"type": "string"}},
-                },
-            },
-        }
-    },
 }
 
 

@@ -32,31 +32,10 @@ from schemathesis import GenerationMode
 
 from engine.api import PUBLIC_PATHS
 from engine.model import ActionUrl, Receptionist, ServerSettings
-from tests.test_api_helpers import AUTH, Api, make_api, wav_float_stereo
+from tests.test_api_helpers import AUTH, ERROR_ENVELOPE, Api, make_api, wav_float_stereo
 
 EXAMPLES = int(os.environ.get("VR_FUZZ_EXAMPLES", "20"))
 
-ERROR_ENVELOPE = {
-    "type": "object",
-    "required": ["errors"],
-    "additionalProperties": False,
-    "properties": {
-        "errors": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["code", "message", "detail"],
-                "additionalProperties": False,
-                "properties": {
-                    "code": {"type": "string", "minLength": 1},
-                    "message": {"type": "string", "minLength": 1},
-                    "detail": {"type": "object", "additionalProperties": {"type": "string"}},
-                },
-            },
-        }
-    },
-}
 
 # Every operation of our document (a new route must be added here, and so gets fuzzed).
 OPERATIONS = [

@@ -175,3 +175,27 @@ def files_on_disk(data_dir: Path) -> list[Path]:
         for path in (data_dir / sub).rglob("*")
         if path.is_file()
     )
+
+
+# PortSIP's error envelope, as JSON Schema (the reference names no error schema).
+ERROR_ENVELOPE = {
+    "type": "object",
+    "required": ["errors"],
+    "additionalProperties": False,
+    "properties": {
+        "errors": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["code", "message", "detail"],
+                "additionalProperties": False,
+                "properties": {
+                    "code": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"},
+                    "message": {"type": "string", "minLength": 1},
+                    "detail": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+            },
+        }
+    },
+}
