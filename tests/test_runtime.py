@@ -306,9 +306,7 @@ def test_metrics_count_calls_digits_transfers_and_urls(tmp_path: Path) -> None:
 
 def test_scanners_and_floods_are_refused_at_the_door(tmp_path: Path) -> None:
     async def run() -> FakeTelephony:
-        runtime, tel = make_runtime(
-            tmp_path, sip_rate_limit={"invites_per_second": 1, "burst": 2}
-        )
+        runtime, tel = make_runtime(tmp_path, sip_rate_limit={"invites_per_second": 1, "burst": 2})
         runtime.on_event(incoming("s", user_agent="friendly-scanner"))
         for n in range(3):  # the third within the same instant is over the burst
             runtime.on_event(incoming(f"f{n}", source_host="192.0.2.9"))
