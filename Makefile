@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo check lint types test test-unit
+.PHONY: install demo check lint types test test-unit pjsua2 pjsua2-pypi bench capacity
 
 $(BIN)/vr-engine: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,27 @@ test-unit: install
 	$(BIN)/pytest -q --ignore=tests/integration
 
 check: lint types test
+
+# The tuned pjsua2 (1,024 calls, epoll, IPv6; build/pjsua2/README.md) built from source and
+# installed into the venv in place of the PyPI wheel. The wheel is cached
+# (~/.cache/vr-engine/pjsua2), so a second run takes seconds. Source: PJSUA2_SOURCE=auto
+# (default: upstream release, else Debian's ring package), upstream, ring, or
+# path with PJPROJECT_SRC=/path/to/pjproject.
+pjsua2: install
+	PYTHON=$(abspath $(BIN)/python) bash build/pjsua2/build.sh install
+
+# back to the PyPI wheel that pyproject.toml pins
+pjsua2-pypi: install
+	PYTHON=$(abspath $(BIN)/python) bash build/pjsua2/build.sh restore
+
+# the load benchmark (bench/README.md); e.g. make bench BENCH_ARGS="--steps 50,100"
+bench: install
+	$(BIN)/python bench/load.py $(BENCH_ARGS)
+
+# The capacity smoke test (tests/integration/test_capacity.py: 50 concurrent calls, none may
+# fail) in a venv of its own with the tuned pjsua2, so that `make check` keeps testing the
+# PyPI wheel's 4-call limit in .venv. CI: PJSUA2_SOURCE=ring make capacity.
+TUNED_VENV ?= .venv-tuned
+capacity:
+	$(MAKE) pjsua2 VENV=$(TUNED_VENV)
+	$(TUNED_VENV)/bin/pytest -q -p no:cacheprovider tests/integration/test_capacity.py
