@@ -246,7 +246,7 @@ class Runtime:
                     f" — this server carries at most {self.capacity} concurrent calls "
                     f"(SIP stack limit {self.telephony.max_calls}"
                     + (f", max_calls {self.server.max_calls}" if self.server.max_calls else "")
-                    + "); a tuned pjsua2 build raises it (README, Capacity)"
+                    + "); a tuned pjsua2 build raises it: make pjsua2 (README, Capacity)"
                 )
             log.log(
                 level,

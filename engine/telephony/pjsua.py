@@ -370,7 +370,7 @@ PJSIP_MOD_PRIORITY_APPLICATION = 64
 FULL_GATE_PRIORITY = PJSIP_MOD_PRIORITY_APPLICATION - 1
 FULL_RETRY_AFTER = 5  # seconds, in the 503's Retry-After
 FULL_LOG_INTERVAL = 10.0  # at most one warning per this many seconds (with the count)
-TUNED_BUILD_HINT = "a tuned pjsua2 build raises it (README, Capacity)"
+TUNED_BUILD_HINT = "a tuned pjsua2 build raises it: make pjsua2 (README, Capacity)"
 
 _RxRequestFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 

@@ -324,7 +324,7 @@ def test_call_limit_of_the_wheel(procs: Callable[..., Proc], tmp_path: Path) -> 
     warnings = [ln for ln in log.splitlines() if "refused 1 incoming call(s) with 503" in ln]
     assert len(warnings) == 1, log
     assert "at most 4 concurrent calls (PJSUA_MAX_CALLS)" in warnings[0]
-    assert "tuned pjsua2 build" in warnings[0]
+    assert "make pjsua2" in warnings[0]
 
     again = summary_of(dial(procs, port, "--hangup-after", "0.5", name="again"))
     assert again["answered"] is True and again["invite_status"] == 200
