@@ -466,7 +466,7 @@ class Runtime:
             "extension_number": call.receptionist.extension_number,
             "caller_number": call.incoming.from_user,
             "caller_name": call.incoming.from_display,
-            "source": f"{call.incoming.source_host}:{call.incoming.source_port}",
+            "source": f"{format_host(call.incoming.source_host)}:{call.incoming.source_port}",
             "transport": call.incoming.transport,
             "started_at": call.started_at.isoformat(),
             "answered_at": to_document(flow_record.answered_at),

@@ -27,9 +27,14 @@ from engine.config import ConfigFile, ConfigReceptionist
 from engine.errors import PromptError, TelephonyError, VrError
 from engine.model import TRUSTED_STORE, Receptionist
 from engine.prompts import PromptLibrary
-from engine.runtime import Runtime
+from engine.runtime import Runtime, format_host
 from engine.store import Store, StoreCallRecords, StoreDisaSink, seed_from_config
-from engine.telephony.pjsua import PjsuaTelephony, SipSettings, TelephonyStartError
+from engine.telephony.pjsua import (
+    PjsuaTelephony,
+    SipSettings,
+    TelephonyStartError,
+    build_has_ipv6,
+)
 
 log = logging.getLogger("vr.server")
 TOKEN_FILE = "api-token"
@@ -133,10 +138,10 @@ def check_sip_host(host: str) -> None:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         raise TelephonyError(f"--sip-host {host!r} must be an IP address") from None
-    if address.version == 6:
+    if address.version == 6 and not build_has_ipv6():
         raise TelephonyError(
             "IPv6 calls fail with the PyPI pjsua2 wheel (measured: 500, or an abort with IPv6 "
-            "media); serve IPv4 for now — IPv6 needs the tuned pjsua2 build"
+            "media); serve IPv4, or install the tuned pjsua2 build (make pjsua2), which has IPv6"
         )
     if address.is_unspecified:
         raise TelephonyError(
@@ -247,7 +252,7 @@ async def _serve(
     http_port = http_socket.getsockname()[1]
     print(
         f"vr-engine ready: SIP {'+'.join(settings.sip_transports)} "
-        f"{settings.sip_host}:{telephony.bound_port}, HTTP http://{settings.http_host}:"
+        f"{format_host(settings.sip_host)}:{telephony.bound_port}, HTTP http://{settings.http_host}:"
         f"{http_port}, receptionists: "
         + ", ".join(f"{r.extension_number} ({r.name})" for r in receptionists.values())
         + f", capacity {runtime.capacity} calls",

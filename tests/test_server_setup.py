@@ -20,13 +20,26 @@ from engine.server import api_token, check_sip_host, prepare_prompt_files
     ("host", "message"),
     [("::1", "IPv6"), ("0.0.0.0", "not an address callers can reach"), ("pbx.local", "IP address")],
 )
-def test_sip_host_must_be_a_reachable_ipv4_address(host: str, message: str) -> None:
+def test_sip_host_must_be_a_reachable_ipv4_address(
+    host: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("engine.server.build_has_ipv6", lambda: False)  # the PyPI wheel
     with pytest.raises(TelephonyError, match=message):
         check_sip_host(host)
 
 
 def test_sip_host_ipv4_is_fine() -> None:
     check_sip_host("192.0.2.20")
+
+
+@pytest.mark.parametrize("host", ["::1", "[::1]", "2001:db8::20"])
+def test_sip_host_ipv6_is_fine_with_an_ipv6_build(
+    host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("engine.server.build_has_ipv6", lambda: True)  # the tuned build
+    check_sip_host(host)
+    with pytest.raises(TelephonyError, match="not an address callers can reach"):
+        check_sip_host("::")
 
 
 def test_api_token_is_generated_once_private_and_reused(

@@ -38,7 +38,7 @@ from typing import Any
 
 import pjsua2 as pj
 
-from engine.telephony.pjsua import clear_last_exception, pick_free_port
+from engine.telephony.pjsua import IPV6_ONLY, clear_last_exception, pick_free_port
 from engine.telephony.sipmsg import parse_invite
 
 log = logging.getLogger("engine.telephony.caller")
@@ -268,16 +268,16 @@ class Peer:
             udp_port = tcp_port = self.port
         else:
             udp_port, tcp_port = a.local_port, 0
-        for kind, port in (
-            (pj.PJSIP_TRANSPORT_UDP, udp_port),
-            (pj.PJSIP_TRANSPORT_TCP, tcp_port),
-        ):
+        ipv6 = ":" in a.host
+        udp_kind = pj.PJSIP_TRANSPORT_UDP6 if ipv6 else pj.PJSIP_TRANSPORT_UDP
+        tcp_kind = pj.PJSIP_TRANSPORT_TCP6 if ipv6 else pj.PJSIP_TRANSPORT_TCP
+        for kind, port in ((udp_kind, udp_port), (tcp_kind, tcp_port)):
             tcfg = pj.TransportConfig()
             tcfg.port = port
             tcfg.boundAddress = a.host
             tcfg.publicAddress = a.host
             tid = self.ep.transportCreate(kind, tcfg)
-            if kind == pj.PJSIP_TRANSPORT_UDP:
+            if kind == udp_kind:
                 self.port = int(self.ep.transportGetInfo(tid).localName.rsplit(":", 1)[1])
         self.ep.libStart()
         self.ep.audDevManager().setNullDev()
@@ -288,10 +288,13 @@ class Peer:
 
         acfg = pj.AccountConfig()
         display = f'"{a.from_display}" ' if a.from_display else ""
-        acfg.idUri = f"{display}<sip:{a.from_user}@{a.host}:{self.port}>"
+        host_part = f"[{a.host}]" if ipv6 else a.host
+        acfg.idUri = f"{display}<sip:{a.from_user}@{host_part}:{self.port}>"
         acfg.mediaConfig.transportConfig.boundAddress = a.host
         acfg.mediaConfig.transportConfig.publicAddress = a.host
         acfg.mediaConfig.transportConfig.port = 0
+        if ipv6:
+            acfg.mediaConfig.ipv6Use = IPV6_ONLY
         self.account = _PeerAccount(self)
         self.account.create(acfg, True)
 

@@ -91,6 +91,17 @@ DEFAULT_CODECS: tuple[tuple[str, int], ...] = (
 
 SMALL_BUILD_SLOTS = 4  # the PyPI wheel's PJSUA_MAX_CALLS
 
+# pjsua 2.13+ names it PJSUA_IPV6_ENABLED_USE_IPV6_ONLY; 2.12 (Debian's ring tree, a tuned
+# build's development source) has only PJSUA_IPV6_ENABLED, which means the same there.
+IPV6_ONLY = getattr(pj, "PJSUA_IPV6_ENABLED_USE_IPV6_ONLY", None) or pj.PJSUA_IPV6_ENABLED
+
+
+def build_has_ipv6() -> bool:
+    """Whether this pjsua2 is compiled with IPv6: the tuned build says so in its marker
+    (`pjsua2.BUILD_INFO`, build/pjsua2); the PyPI wheel has no marker and no working IPv6."""
+    info = getattr(pj, "BUILD_INFO", None)
+    return bool(isinstance(info, dict) and info.get("limits", {}).get("PJ_HAS_IPV6"))
+
 
 class TelephonyStartError(TelephonyError):
     """The SIP stack could not start (address in use, bad host, pjsua init failure)."""
@@ -774,7 +785,7 @@ class PjsuaTelephony:
         acfg.mediaConfig.transportConfig.publicAddress = s.host
         acfg.mediaConfig.transportConfig.port = s.rtp_port
         if ipv6:
-            acfg.mediaConfig.ipv6Use = pj.PJSUA_IPV6_ENABLED_USE_IPV6_ONLY
+            acfg.mediaConfig.ipv6Use = IPV6_ONLY
         account = _Account(self._self_ref)
         account.create(acfg, True)
         self._account = account
@@ -965,9 +976,10 @@ class PjsuaTelephony:
             self._emit(CallConfirmed(call_id=key))
         elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
             st.disconnected = True
+            # the call's bridge port is gone: no stopTransmit (pjsua 2.12 logs PJ_EINVAL)
+            st.audio = None
             self._stop_player(st)
             st.playback = None
-            st.audio = None
             self._emit(
                 CallDisconnected(
                     call_id=key,

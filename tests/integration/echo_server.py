@@ -43,6 +43,7 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     tel = PjsuaTelephony(
         SipSettings(
+            host=args.host,
             port=args.port,
             max_calls=args.max_calls,
             log_level=args.log_level,
@@ -104,6 +105,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--host", default="127.0.0.1", help="address to bind and publish (::1 too)")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--prompt")
     p.add_argument("--transfer-to", help="REFER target on digit 9")
