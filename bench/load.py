@@ -44,6 +44,8 @@ import numpy as np
 import psutil
 import soundfile as sf
 
+from engine.audio import aligned_correlation
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sipp_calls import (
     REJECT_CODES,
@@ -88,38 +90,6 @@ def make_chirp(path: Path, seconds: float, f0: float = 300.0, f1: float = 3000.0
     sf.write(str(path), sig, RATE, subtype="PCM_16")
     data, _ = sf.read(str(path), dtype="float64")
     return np.asarray(data, dtype=np.float64)
-
-
-def global_lag(recording: np.ndarray, prompt: np.ndarray) -> int:
-    n = len(recording) + len(prompt)
-    size = 1 << (n - 1).bit_length()
-    xc = np.fft.irfft(np.fft.rfft(recording, size) * np.conj(np.fft.rfft(prompt, size)), size)
-    return int(np.argmax(xc[: max(len(recording) - len(prompt) // 2, 1)]))
-
-
-def aligned_correlation(recording: np.ndarray, prompt: np.ndarray) -> tuple[float, int]:
-    """Correlation of `prompt` with `recording`: one global alignment, then each 250 ms window
-    re-aligned within ±40 ms (a jitter buffer may drop or repeat a frame). The same measure
-    as tests/integration/engine_helpers.py."""
-    lag = global_lag(recording, prompt)
-    win, slack = RATE // 4, RATE // 25
-    aligned = np.zeros_like(prompt)
-    for start in range(0, len(prompt), win):
-        ref = prompt[start : start + win]
-        best, best_dot = 0, -np.inf
-        for shift in range(-slack, slack + 1):
-            at = lag + start + shift
-            if at < 0 or at + len(ref) > len(recording):
-                continue
-            dot = float(np.dot(recording[at : at + len(ref)], ref))
-            if dot > best_dot:
-                best, best_dot = shift, dot
-        at = lag + start + best
-        piece = recording[max(at, 0) : max(at, 0) + len(ref)]
-        aligned[start : start + len(piece)] = piece
-    a = aligned - aligned.mean()
-    b = prompt - prompt.mean()
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)), lag
 
 
 def machine_facts(python: str) -> dict[str, Any]:
@@ -537,7 +507,9 @@ def run_step(
         if rate_ == RATE and len(heard) > RATE:
             heard = np.asarray(heard if heard.ndim == 1 else heard[:, 0], dtype=np.float64)
             span = min(len(greeting), len(heard))
-            corr, lag = aligned_correlation(heard, greeting[:span])
+            corr, lag = aligned_correlation(
+                heard, greeting[:span], window=RATE // 4
+            )  # 250 ms windows
             probe_result |= {
                 "correlation": round(corr, 4),
                 "prompt_start_ms": round(lag / RATE * 1000, 1),

@@ -425,47 +425,6 @@ def builtin_prompt(language: str, name: str) -> np.ndarray:
     return read_wav(PROMPTS / language / f"{name}.wav")
 
 
-def global_lag(recording: np.ndarray, prompt: np.ndarray) -> int:
-    """Index in `recording` where `prompt` starts, by FFT cross-correlation."""
-    n = len(recording) + len(prompt)
-    size = 1 << (n - 1).bit_length()
-    xc = np.fft.irfft(np.fft.rfft(recording, size) * np.conj(np.fft.rfft(prompt, size)), size)
-    return int(np.argmax(xc[: max(len(recording) - len(prompt) // 2, 1)]))
-
-
-def aligned_correlation(
-    recording: np.ndarray, prompt: np.ndarray, lag: int | None = None
-) -> tuple[float, int]:
-    """Normalised correlation of `prompt` with `recording` after alignment; and the lag.
-
-    The recording is aligned globally (FFT cross-correlation), then each 125 ms window is
-    re-aligned within ±40 ms: a receiving jitter buffer may drop or repeat a 10-20 ms frame
-    (more often on a loaded machine), which shifts everything after it and would otherwise
-    ruin a single global alignment; short windows confine a slip to the window it is in.
-    Parts of the prompt beyond the recording's end count as silence (lowering the result).
-    """
-    if lag is None:
-        lag = global_lag(recording, prompt)
-    win, slack = RATE // 8, RATE // 25
-    aligned = np.zeros_like(prompt)
-    for start in range(0, len(prompt), win):
-        ref = prompt[start : start + win]
-        best, best_dot = 0, -np.inf
-        for shift in range(-slack, slack + 1):
-            at = lag + start + shift
-            if at < 0 or at + len(ref) > len(recording):
-                continue
-            dot = float(np.dot(recording[at : at + len(ref)], ref))
-            if dot > best_dot:
-                best, best_dot = shift, dot
-        at = lag + start + best
-        piece = recording[max(at, 0) : max(at, 0) + len(ref)]
-        aligned[start : start + len(piece)] = piece
-    a = aligned - aligned.mean()
-    b = prompt - prompt.mean()
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)), lag
-
-
 def frame_rms(samples: np.ndarray, frame: int = FRAME) -> np.ndarray:
     """RMS of consecutive `frame`-sample frames (default 10 ms)."""
     n = len(samples) // frame

@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from engine.audio import aligned_correlation
 from tests.integration.engine_helpers import (
     RATE,
     Engine,
     Proc,
     Procs,
-    aligned_correlation,
     builtin_prompt,
     dial,
     engine_command,

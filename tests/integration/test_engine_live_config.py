@@ -39,13 +39,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from engine.audio import aligned_correlation
 from tests.integration.engine_helpers import (
     RATE,
     TOKEN,
     Engine,
     Proc,
     Procs,
-    aligned_correlation,
     dial,
     make_chirp,
     procs_in,

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.integration.engine_helpers import Proc, aligned_correlation, procs_in
+from engine.audio import aligned_correlation
+from tests.integration.engine_helpers import Proc, procs_in
 
 pytestmark = pytest.mark.integration
 
