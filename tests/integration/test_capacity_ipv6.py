@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.audio import aligned_correlation
 from tests.integration.engine_helpers import (
     Engine,
     Proc,
     Procs,
-    aligned_correlation,
     make_chirp,
     procs_in,
     read_wav,
