@@ -502,7 +502,9 @@ class ServerSettings(Strict):
     name: str = Field(default="vr-1", min_length=1, max_length=64)
     sip_host: str = "127.0.0.1"
     sip_port: int = Field(default=8922, ge=0, le=65535)
-    sip_transports: tuple[Literal["udp", "tcp"], ...] = ("udp", "tcp")
+    # None: UDP, and TCP too when the SIP stack survives connection floods (see
+    # engine.server.sip_transports)
+    sip_transports: tuple[Literal["udp", "tcp"], ...] | None = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8923, ge=0, le=65535)
     transfer_domain: str | None = None

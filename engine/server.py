@@ -25,7 +25,7 @@ from engine.api import create_app
 from engine.audio import convert_for_playback
 from engine.config import ConfigFile, ConfigReceptionist
 from engine.errors import PromptError, TelephonyError, VrError
-from engine.model import TRUSTED_STORE, Receptionist
+from engine.model import TRUSTED_STORE, Receptionist, ServerSettings
 from engine.prompts import PromptLibrary
 from engine.runtime import Runtime, format_host
 from engine.store import Store, StoreCallRecords, StoreDisaSink, seed_from_config
@@ -34,6 +34,7 @@ from engine.telephony.pjsua import (
     SipSettings,
     TelephonyStartError,
     build_has_ipv6,
+    build_survives_connection_floods,
 )
 
 log = logging.getLogger("vr.server")
@@ -150,6 +151,26 @@ def check_sip_host(host: str) -> None:
         )
 
 
+TCP_FLOOD_WARNING = (
+    "SIP over TCP with the PyPI pjsua2 wheel: about 50 TCP connections within 32 s abort the "
+    "whole engine (its pjlib asserts when its 64 sockets run out), so anyone who can reach "
+    "the SIP port can end every call; serve UDP only (sip_transports: [udp]), keep the port "
+    "behind a firewall, or install the tuned build (make pjsua2), which refuses excess "
+    "connections instead"
+)
+
+
+def sip_transports(settings: ServerSettings) -> tuple[str, ...]:
+    """The SIP transports to listen on: the configured ones; by default UDP, and TCP when the
+    SIP stack refuses excess connections instead of aborting (the tuned build). TCP asked for
+    explicitly on a build that aborts is served, with a warning."""
+    if settings.sip_transports is None:
+        return ("udp", "tcp") if build_survives_connection_floods() else ("udp",)
+    if "tcp" in settings.sip_transports and not build_survives_connection_floods():
+        log.warning(TCP_FLOOD_WARNING)
+    return tuple(settings.sip_transports)
+
+
 def serve(
     config: ConfigFile, *, data_dir: Path, log_level: str = "info", base: Path | None = None
 ) -> int:
@@ -200,12 +221,13 @@ async def _serve(
 ) -> int:
     settings = config.server
     loop = asyncio.get_running_loop()
+    transports = sip_transports(settings)
     telephony = PjsuaTelephony(
         SipSettings(
             host=settings.sip_host,
             port=settings.sip_port,
-            udp="udp" in settings.sip_transports,
-            tcp="tcp" in settings.sip_transports,
+            udp="udp" in transports,
+            tcp="tcp" in transports,
             max_calls=settings.max_calls or 1000,
         )
     )
@@ -251,7 +273,7 @@ async def _serve(
         await asyncio.sleep(0.01)
     http_port = http_socket.getsockname()[1]
     print(
-        f"vr-engine ready: SIP {'+'.join(settings.sip_transports)} "
+        f"vr-engine ready: SIP {'+'.join(transports)} "
         f"{format_host(settings.sip_host)}:{telephony.bound_port}, HTTP http://{settings.http_host}:"
         f"{http_port}, receptionists: "
         + ", ".join(f"{r.extension_number} ({r.name})" for r in receptionists.values())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -13,7 +14,8 @@ import soundfile as sf
 from engine.config import parse_config
 from engine.errors import PromptError, TelephonyError
 from engine.flow.pin import verify_pin
-from engine.server import api_token, check_sip_host, prepare_prompt_files
+from engine.model import ServerSettings
+from engine.server import api_token, check_sip_host, prepare_prompt_files, sip_transports
 
 
 @pytest.mark.parametrize(
@@ -105,3 +107,31 @@ def test_a_prompt_file_id_without_a_store_stops_start_up(tmp_path: Path) -> None
     )
     with pytest.raises(PromptError, match="not a known file"):
         prepare_prompt_files(config, tmp_path, tmp_path / "data")
+
+
+@pytest.mark.parametrize(
+    ("configured", "survives", "expected", "warned"),
+    [
+        (None, False, ("udp",), False),  # the PyPI wheel: TCP would be a crash door
+        (None, True, ("udp", "tcp"), False),  # the tuned build refuses excess connections
+        (("udp", "tcp"), False, ("udp", "tcp"), True),  # asked for: served, with a warning
+        (("udp", "tcp"), True, ("udp", "tcp"), False),
+        (("tcp",), True, ("tcp",), False),
+        (("udp",), False, ("udp",), False),
+    ],
+)
+def test_sip_transports_default_to_what_the_build_survives(
+    configured: tuple[str, ...] | None,
+    survives: bool,
+    expected: tuple[str, ...],
+    warned: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr("engine.server.build_survives_connection_floods", lambda: survives)
+    settings = ServerSettings.model_validate(
+        {} if configured is None else {"sip_transports": list(configured)}
+    )
+    with caplog.at_level(logging.WARNING, logger="vr.server"):
+        assert sip_transports(settings) == expected
+    assert any("abort the whole engine" in r.getMessage() for r in caplog.records) is warned

@@ -51,7 +51,10 @@ CONFIGURE_FLAGS=(
   --disable-sdl --disable-ffmpeg --disable-v4l2 --disable-openh264 --disable-vpx
   --disable-libyuv --disable-libwebrtc --disable-android-mediacodec
 )
-OPT_CFLAGS="-O2 -fPIC -g0"
+# NDEBUG: a release build. pjlib's debug assertions abort the process on conditions it then
+# handles as errors, e.g. a full ioqueue when a flood of TCP connections arrives (pjproject
+# issues 2617, 4935): with NDEBUG the connection is refused and every call goes on.
+OPT_CFLAGS="-O2 -fPIC -g0 -DNDEBUG"
 SWIG_FLAGS=(-c++ -python -threads -w312)
 
 say() { printf 'pjsua2: %s\n' "$*" >&2; }
@@ -414,6 +417,7 @@ EOF
     --ext "$swigdir/_pjsua2$ext_suffix" --py "$swigdir/pjsua2.py" \
     --pj-version "$PJ_VERSION" --source "$SOURCE" --source-detail "$SRC_DETAIL" \
     --limits "$WORK/limits.json" --configure "${CONFIGURE_FLAGS[*]}" --ioqueue "${ioqueue:-?}" \
+    --cflags "$OPT_CFLAGS" \
     --swig "$(swig -version | sed -n 's/^SWIG Version //p')" --cache-key "$KEY" \
     --build-seconds "$build_seconds" --py-tag "$PY_TAG" --plat-tag "$PLAT_TAG"
   say "built in $(( $(now) - t_start )) s"

@@ -59,6 +59,7 @@ def main() -> int:
     ap.add_argument("--limits", type=Path, required=True)
     ap.add_argument("--configure", required=True)
     ap.add_argument("--ioqueue", required=True)
+    ap.add_argument("--cflags", required=True)
     ap.add_argument("--swig", required=True)
     ap.add_argument("--cache-key", required=True)
     ap.add_argument("--build-seconds", type=int, required=True)
@@ -93,6 +94,10 @@ def main() -> int:
         "limits": limits,
         "configure_flags": a.configure.split(),
         "ioqueue": a.ioqueue,
+        "cflags": a.cflags.split(),
+        # NDEBUG: pjlib's assertions are off, so a full ioqueue (a TCP connection flood)
+        # refuses the connection instead of aborting the process
+        "release_asserts_off": "-DNDEBUG" in a.cflags.split(),
         "swig": a.swig,
         "swig_threads": True,
         "cache_key": a.cache_key,

@@ -103,6 +103,18 @@ def build_has_ipv6() -> bool:
     return bool(isinstance(info, dict) and info.get("limits", {}).get("PJ_HAS_IPV6"))
 
 
+def build_survives_connection_floods() -> bool:
+    """Whether a full ioqueue refuses a TCP connection instead of aborting the process.
+
+    The PyPI wheel's pjlib keeps its debug assertions and a `select` ioqueue of 64 sockets in
+    all: measured here, about 50 TCP connections within 32 s (each INVITE transaction keeps
+    its connection for timer H) abort the engine in `pj_ioqueue_register_sock2` (pjproject
+    issues 2617, 4935). The tuned build is compiled with NDEBUG and an epoll ioqueue of 8,192
+    sockets, and says so in its marker (`pjsua2.BUILD_INFO["release_asserts_off"]`)."""
+    info = getattr(pj, "BUILD_INFO", None)
+    return bool(isinstance(info, dict) and info.get("release_asserts_off"))
+
+
 class TelephonyStartError(TelephonyError):
     """The SIP stack could not start (address in use, bad host, pjsua init failure)."""
 
