@@ -211,7 +211,8 @@ class Runtime:
                 self._finish(call)
 
     def _refused_at_the_door(self, incoming: IncomingCall) -> bool:
-        """Scanners get a bare 403, a source over its INVITE rate 503 (and no routing)."""
+        """Scanners get a bare 403, a source over its INVITE rate 503, an SDP offer the media
+        stack cannot carry 488 (and no routing)."""
         if is_scanner(incoming.user_agent):
             self.metrics.invites.labels("403").inc()
             log.debug("refusing a SIP scanner at %s", incoming.source_host)
@@ -222,6 +223,17 @@ class Runtime:
         ):
             self.metrics.invites.labels("503").inc()
             self.telephony.reject(incoming.call_id, 503, "Service Unavailable (rate limit)")
+            return True
+        if incoming.offer_problem is not None:
+            self.metrics.invites.labels("488").inc()
+            log.info(
+                "rejecting INVITE for %s from %s:%s with 488: %s",
+                incoming.request_user,
+                incoming.source_host,
+                incoming.source_port,
+                incoming.offer_problem,
+            )
+            self.telephony.reject(incoming.call_id, 488, "Not Acceptable Here")
             return True
         return False
 

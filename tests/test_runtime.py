@@ -316,3 +316,16 @@ def test_scanners_and_floods_are_refused_at_the_door(tmp_path: Path) -> None:
     tel = asyncio.run(run())
     assert tel.named("reject") == [("reject", "s", 403), ("reject", "f2", 503)]
     assert [c[1] for c in tel.named("answer")] == ["f0", "f1", "other"]
+
+
+def test_an_offer_the_media_stack_cannot_carry_gets_488_and_no_call(tmp_path: Path) -> None:
+    async def run() -> tuple[FakeTelephony, str]:
+        runtime, tel = make_runtime(tmp_path)
+        runtime.on_event(incoming("bad", offer_problem="c='IN IP4 999.1.1.1' is not an address"))
+        runtime.on_event(incoming("good"))
+        return tel, runtime.metrics.render().decode()
+
+    tel, metrics = asyncio.run(run())
+    assert tel.named("reject") == [("reject", "bad", 488)]
+    assert [c[1] for c in tel.named("answer")] == ["good"]
+    assert 'vr_sip_invites_total{code="488"} 1.0' in metrics

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 
 from engine.telephony.sipmsg import (
+    message_body,
     parse_host_port,
     parse_info_dtmf,
     parse_invite,
     parse_name_addr,
+    sdp_problem,
     uri_user,
 )
 
@@ -89,3 +91,46 @@ def test_parse_host_port(addr: str, expected: tuple[str, int]) -> None:
 def test_parse_info_dtmf(ctype: str, body: str, digit: str | None) -> None:
     msg = f"INFO sip:r@h SIP/2.0\r\nContent-Type: {ctype}\r\n\r\n{body}"
     assert parse_info_dtmf(msg) == digit
+
+
+SDP_OK = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+AUDIO = "m=audio 4000 RTP/AVP 0\r\n"
+
+
+@pytest.mark.parametrize(
+    ("sdp", "ipv6", "problem"),
+    [
+        (SDP_OK + AUDIO, False, None),
+        (SDP_OK.replace("192.0.2.1\r\nt", "0.0.0.0\r\nt") + AUDIO, False, None),  # old hold
+        (SDP_OK + "m=audio 0 RTP/AVP 0\r\n", False, None),  # a refused stream needs no address
+        (SDP_OK + "m=video 4002 RTP/AVP 31\r\nc=IN IP4 nowhere\r\n" + AUDIO, False, None),
+        ("v=0\r\nm=audio 4000 RTP/AVP 0\r\nc=IN IP4 192.0.2.7/127\r\n", False, None),
+        ("v=0\r\nc=IN IP6 ::1\r\nm=audio 4000 RTP/AVP 0\r\n", True, None),
+        (SDP_OK.replace("c=IN IP4 192.0.2.1", "c=IN IP4 999.1.1.1") + AUDIO, False, "not an IP"),
+        (SDP_OK.replace("c=IN IP4 192.0.2.1", "c=IN IP4 ::1") + AUDIO, False, "not IP4"),
+        (SDP_OK.replace("c=IN IP4 192.0.2.1", "c=IN IP6 ::1") + AUDIO, False, "IPv4 media only"),
+        ("v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP 0\r\n", True, "IPv6 media only"),
+        (SDP_OK.replace("c=IN IP4 192.0.2.1", "c=XX IP4 192.0.2.1") + AUDIO, False, "IN IP4/IP6"),
+        (SDP_OK.replace("c=IN IP4 192.0.2.1\r\n", "") + AUDIO, False, "no c= connection"),
+        (SDP_OK + "m=audio 99999 RTP/AVP 0\r\n", False, "no valid port"),
+        (SDP_OK + "m=audio -1 RTP/AVP 0\r\n", False, "no valid port"),
+        (SDP_OK + "m=audio\r\n", False, "no valid port"),
+        (SDP_OK, False, "no m= line"),
+        (SDP_OK + AUDIO * 2, False, None),  # RTP/SAVP + RTP/AVP offers
+        (SDP_OK + AUDIO * 3, False, "more than 2 audio streams"),
+        (SDP_OK + "m=video 0 RTP/AVP 31\r\n" * 8 + AUDIO, False, "at most 8"),
+        ("\x00\xff garbage", False, "no m= line"),
+    ],
+)
+def test_sdp_problem(sdp: str, ipv6: bool, problem: str | None) -> None:
+    found = sdp_problem(sdp, ipv6=ipv6)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found, found
+
+
+def test_message_body() -> None:
+    msg = "INVITE sip:800@h SIP/2.0\r\nContent-Type: Application/SDP; x=1\r\n\r\nv=0\r\n"
+    assert message_body(msg) == ("application/sdp", "v=0\r\n")
+    assert message_body("OPTIONS sip:h SIP/2.0\r\n") == ("", "")

@@ -34,6 +34,7 @@ class IncomingCall:
     transport: Literal["udp", "tcp", "tls"]
     session_id: str | None  # X-Session-ID header of the PBX, if present
     user_agent: str  # User-Agent header, "" if none
+    offer_problem: str | None = None  # why the INVITE's SDP offer cannot be served (→ 488)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -57,6 +57,7 @@ from typing import Any
 import pjsua2 as pj
 
 from engine.errors import TelephonyError
+from engine.flow.abuse import RateLimiter, is_scanner
 from engine.telephony.base import (
     CallConfirmed,
     CallDisconnected,
@@ -69,7 +70,14 @@ from engine.telephony.base import (
     TelephonyEvent,
     TransferStatus,
 )
-from engine.telephony.sipmsg import parse_host_port, parse_info_dtmf, parse_invite
+from engine.telephony.sipmsg import (
+    message_body,
+    parse_host_port,
+    parse_info_dtmf,
+    parse_invite,
+    sdp_problem,
+    split_headers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +243,10 @@ class _Call(pj.Call):  # type: ignore[misc]
     def onCallTsxState(self, prm: Any) -> None:
         self._forward("_on_call_tsx_state", prm)
 
+    def onCallRxOffer(self, prm: Any) -> None:
+        # synchronous: pjsua reads prm.statusCode when this returns (200 or 488)
+        self._forward("_on_call_rx_offer", prm)
+
 
 class _Player(pj.AudioMediaPlayer):  # type: ignore[misc]
     def __init__(self, owner: weakref.ref[PjsuaTelephony], key: CallId, token: int) -> None:
@@ -335,6 +347,10 @@ def _pjsua_lib() -> ctypes.CDLL | None:
 def _bind_gate_symbols(lib: ctypes.CDLL) -> bool:
     """Declare the C functions `_FullGate` uses; False if the module does not export one."""
     try:
+        lib.pjsip_rdata_get_sdp_info.argtypes = [ctypes.c_void_p]
+        lib.pjsip_rdata_get_sdp_info.restype = ctypes.POINTER(_SdpInfo)
+        lib.pjmedia_sdp_validate.argtypes = [ctypes.c_void_p]
+        lib.pjmedia_sdp_validate.restype = ctypes.c_int
         lib.pjsua_get_pjsip_endpt.argtypes = []
         lib.pjsua_get_pjsip_endpt.restype = ctypes.c_void_p
         lib.pjsip_endpt_register_module.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
@@ -353,7 +369,7 @@ def _bind_gate_symbols(lib: ctypes.CDLL) -> bool:
         lib.pjsip_rdata_get_tsx.argtypes = [ctypes.c_void_p]
         lib.pjsip_rdata_get_tsx.restype = ctypes.c_void_p
         lib.pjsip_rx_data_get_info.argtypes = [ctypes.c_void_p]
-        lib.pjsip_rx_data_get_info.restype = ctypes.c_char_p
+        lib.pjsip_rx_data_get_info.restype = ctypes.c_void_p  # the pointer is needed too
         # pjsip_endpt_respond_stateless(endpt, rdata, st_code, st_text, hdr_list, body)
         lib.pjsip_endpt_respond_stateless.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         lib.pjsip_endpt_respond_stateless.argtypes += [ctypes.c_int] + [ctypes.c_void_p] * 3
@@ -392,6 +408,13 @@ def _bind_gate_symbols(lib: ctypes.CDLL) -> bool:
 PJSIP_MOD_PRIORITY_APPLICATION = 64
 FULL_GATE_PRIORITY = PJSIP_MOD_PRIORITY_APPLICATION - 1
 FULL_RETRY_AFTER = 5  # seconds, in the 503's Retry-After
+# New calls a second (and a burst) that a build whose ioqueue aborts when full may take: each
+# new INVITE opens two media sockets before any callback, and a closed socket's ioqueue key
+# is reused only 500 ms later (PJ_IOQUEUE_KEY_FREE_DELAY). The PyPI wheel has 64 keys in
+# all; measured: a few dozen INVITEs within half a second aborted it. 10/s + 5 keeps at most
+# 10 new calls (2 audio streams each: 40 keys) in that delay, plus 4 calls and the SIP socket.
+FRAGILE_NEW_CALL_RATE = 10.0
+FRAGILE_NEW_CALL_BURST = 5
 FULL_LOG_INTERVAL = 10.0  # at most one warning per this many seconds (with the count)
 TUNED_BUILD_HINT = "a tuned pjsua2 build raises it: make pjsua2 (README, Capacity)"
 
@@ -400,6 +423,18 @@ _RxRequestFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 
 class _PjStr(ctypes.Structure):
     _fields_ = [("ptr", ctypes.c_char_p), ("slen", ctypes.c_ssize_t)]
+
+
+class _PjStrRef(ctypes.Structure):
+    """A pj_str_t read in place (not NUL-terminated: use `ptr` with `slen`)."""
+
+    _fields_ = [("ptr", ctypes.c_void_p), ("slen", ctypes.c_ssize_t)]
+
+
+class _SdpInfo(ctypes.Structure):
+    """pjsip_rdata_sdp_info (pjsip-ua/sip_inv.h): the INVITE's SDP body, as pjsip parsed it."""
+
+    _fields_ = [("body", _PjStrRef), ("sdp_err", ctypes.c_int), ("sdp", ctypes.c_void_p)]
 
 
 class _PjsipModule(ctypes.Structure):
@@ -426,8 +461,62 @@ class _PjsipModule(ctypes.Structure):
 _KEEP_ALIVE: list[object] = []
 
 
+# Where pjsip_rx_data keeps the received text. pjsip_rx_data_get_info(rdata) returns, and
+# stores in the rx data, `msg_info.info`; in pjsip_rx_data (sip_types.h, 2.x) that field
+# follows `char *msg_buf; int len; pjsip_msg *msg;` (LP64: at info-24, info-16, info-8), and
+# msg_buf points into the rx data's own packet buffer, before msg_info. The offset of `info`
+# depends on build options (PJSIP_MAX_PKT_LEN), so it is found once, at run time, by looking
+# for the stored pointer, and checked on every request.
+RAW_SCAN_LIMIT = 1 << 18  # bytes of the rx data searched for msg_info.info (once)
+
+
+class _RawLocator:
+    """Reads a received request's raw text out of its pjsip_rx_data (pjsua thread only)."""
+
+    def __init__(self) -> None:
+        self.offset: int | None = None  # of msg_info.info in pjsip_rx_data
+        self.failed = False
+
+    def _find(self, rdata: int, info: int) -> int | None:
+        for offset in range(24, RAW_SCAN_LIMIT, 8):
+            if ctypes.c_void_p.from_address(rdata + offset).value == info:
+                return offset if self._plausible(rdata, offset) else None
+        return None
+
+    @staticmethod
+    def _plausible(rdata: int, offset: int) -> bool:
+        msg_buf = ctypes.c_void_p.from_address(rdata + offset - 24).value or 0
+        length = ctypes.c_int.from_address(rdata + offset - 16).value
+        return rdata < msg_buf < rdata + offset and 0 < length <= offset
+
+    def raw(self, rdata: int, info: int) -> bytes | None:
+        """The request's text, or None when the layout is not the expected one."""
+        if self.failed:
+            return None
+        if self.offset is None:
+            self.offset = self._find(rdata, info)
+            if self.offset is None:
+                self.failed = True
+                log.warning(
+                    "cannot read received SIP text in this pjsip build: scanners are refused "
+                    "by the runtime (403) instead of being ignored"
+                )
+                return None
+            log.debug("pjsip_rx_data.msg_info.info found at offset %d", self.offset)
+        offset = self.offset
+        if ctypes.c_void_p.from_address(rdata + offset).value != info or not self._plausible(
+            rdata, offset
+        ):
+            return None
+        msg_buf = ctypes.c_void_p.from_address(rdata + offset - 24).value or 0
+        length = ctypes.c_int.from_address(rdata + offset - 16).value
+        return ctypes.string_at(msg_buf, length)
+
+
 class _FullGate:
-    """The pjsip module that answers a new INVITE `503` + `Retry-After` when all slots are busy.
+    """The pjsip module that answers a new INVITE `503` + `Retry-After` when all slots are busy,
+    or, on a build whose ioqueue aborts when full (the PyPI wheel), when new calls arrive
+    faster than its sockets are recycled (`FRAGILE_NEW_CALL_RATE`).
 
     pjsua answers such an INVITE `486 Busy Here` before any Python callback; this module
     takes it first (only out-of-dialog INVITEs with no transaction, only when
@@ -436,10 +525,18 @@ class _FullGate:
     the pjsua thread only; `on_rx_request` never raises (any error → PJ_FALSE, pjsua decides).
     """
 
-    def __init__(self, lib: ctypes.CDLL, limit_text: str) -> None:
+    def __init__(
+        self, lib: ctypes.CDLL, limit_text: str, pace: RateLimiter | None, ipv6: bool
+    ) -> None:
         self._lib = lib
         self._limit_text = limit_text
-        self.rejected = 0
+        self._pace = pace  # new calls a second the build survives; None: no limit
+        self._ipv6 = ipv6  # the media family of the server (for `sdp_problem`)
+        self.rejected = 0  # 503s
+        self.paced = 0  # of `rejected`: refused by the pace, not by full slots
+        self.bad_offers = 0  # 400/488s: an SDP offer pjmedia cannot carry
+        self.scanners = 0  # requests of known SIP scanners, dropped without an answer
+        self._raw = _RawLocator()
         self._logged = 0  # `rejected` when the last warning was written
         self._last_log = -FULL_LOG_INTERVAL
         self._endpt: int | None = None
@@ -508,12 +605,29 @@ class _FullGate:
             lib = self._lib
             if not rdata or not self.registered:
                 return 0
-            if int(lib.pjsua_call_get_count()) < int(lib.pjsua_call_get_max_count()):
-                return 0
             if lib.pjsip_rdata_get_dlg(rdata) or lib.pjsip_rdata_get_tsx(rdata):
                 return 0
             info = lib.pjsip_rx_data_get_info(rdata)  # "Request msg INVITE/cseq=1 (rdata…)"
-            if not info or not bytes(info).startswith(b"Request msg INVITE/"):
+            if not info:
+                return 0
+            if self._is_scanner(rdata, info):
+                self.scanners += 1  # no answer: to a scanner, nothing is listening here
+                self.log_pending()
+                return 1
+            if not ctypes.string_at(info).startswith(b"Request msg INVITE/"):
+                return 0
+            code = self._offer_refusal(rdata)
+            if code:
+                if lib.pjsip_endpt_respond_stateless(self._endpt, rdata, code, None, None, None):
+                    return 0  # not answered: leave the request to pjsua
+                self.bad_offers += 1
+                self.log_pending()
+                return 1
+            full = int(lib.pjsua_call_get_count()) >= int(lib.pjsua_call_get_max_count())
+            paced = (
+                not full and self._pace is not None and not self._pace.allow("", time.monotonic())
+            )
+            if not full and not paced:
                 return 0
             status = lib.pjsip_endpt_respond_stateless(
                 self._endpt, rdata, 503, None, ctypes.addressof(self._hdrs), None
@@ -521,27 +635,62 @@ class _FullGate:
             if status != 0:
                 return 0  # not answered: leave the request to pjsua (486)
             self.rejected += 1
+            self.paced += paced
             self.log_pending()
             return 1
         except BaseException:
             clear_last_exception()
             return 0
 
+    def _is_scanner(self, rdata: int, info: int) -> bool:
+        """Whether an out-of-dialog request comes from a well-known SIP scanner (its
+        User-Agent, `engine.flow.abuse.is_scanner`)."""
+        raw = self._raw.raw(rdata, info)
+        if raw is None:
+            return False
+        _, headers = split_headers(raw.decode("utf-8", "replace"))
+        return any(is_scanner(agent) for agent in headers.get("user-agent", []))
+
+    def _offer_refusal(self, rdata: int) -> int:
+        """400 when the INVITE's SDP does not parse, 488 when pjmedia could not carry it
+        (`sdp_problem`), else 0. Checked here because pjsua opens the call's media sockets
+        before any callback: measured, ten INVITEs a second with broken SDP bodies aborted the
+        PyPI wheel's pjlib (its 64 ioqueue keys ran out) within 3 s."""
+        sdp_info = self._lib.pjsip_rdata_get_sdp_info(rdata)
+        if not sdp_info:
+            return 0
+        body = sdp_info.contents.body
+        if body.slen <= 0 or not body.ptr:
+            return 0  # no offer in the INVITE (the answer will carry it)
+        if sdp_info.contents.sdp_err != 0 or not sdp_info.contents.sdp:
+            return 400
+        if self._lib.pjmedia_sdp_validate(sdp_info.contents.sdp) != 0:
+            return 400  # what pjsua would answer too, after opening the media sockets
+        text = ctypes.string_at(body.ptr, body.slen).decode("utf-8", "replace")
+        return 488 if sdp_problem(text, ipv6=self._ipv6) is not None else 0
+
     def log_pending(self, force: bool = False) -> None:
         """Warn about rejections not yet logged, at most once per FULL_LOG_INTERVAL."""
         try:
             now = time.monotonic()
-            new = self.rejected - self._logged
+            total = self.rejected + self.bad_offers + self.scanners
+            new = total - self._logged
             if new <= 0 or (not force and now - self._last_log < FULL_LOG_INTERVAL):
                 return
-            self._last_log, self._logged = now, self.rejected
+            self._last_log, self._logged = now, total
             log.warning(
-                "every call slot busy: refused %d incoming call(s) with 503 (Retry-After %d s),"
-                " %d in all; %s",
+                "turned away %d request(s) at the SIP stack's door; in all: %d INVITEs with 503"
+                " (Retry-After %d s) for every call slot busy (%s), %d with 503 for new calls"
+                " arriving faster than %s a second, %d with 400/488 for an SDP offer the media"
+                " stack cannot carry, %d requests of SIP scanners ignored",
                 new,
+                self.rejected - self.paced,
                 FULL_RETRY_AFTER,
-                self.rejected,
                 self._limit_text,
+                self.paced,
+                f"{self._pace.rate:g}" if self._pace is not None else "any",
+                self.bad_offers,
+                self.scanners,
             )
         except BaseException:
             clear_last_exception()
@@ -831,11 +980,17 @@ class PjsuaTelephony:
         )
 
     def _start_gate(self, limit_text: str) -> None:
-        """Install `_FullGate`; without it the caller over the limit gets pjsua's `486`."""
+        """Install `_FullGate`; without it the caller over the limit gets pjsua's `486`, and a
+        build whose ioqueue aborts when full has no pace on new calls."""
         if self._lib is None or not _bind_gate_symbols(self._lib):
             log.warning("call-slot gate unavailable (pjsip symbols): pjsua answers 486 when full")
             return
-        gate = _FullGate(self._lib, limit_text)
+        pace = (
+            None
+            if build_survives_connection_floods()
+            else RateLimiter(rate=FRAGILE_NEW_CALL_RATE, burst=FRAGILE_NEW_CALL_BURST)
+        )
+        gate = _FullGate(self._lib, limit_text, pace, ipv6=":" in self.settings.host)
         try:
             gate.register()
         except Exception as exc:
@@ -961,8 +1116,12 @@ class PjsuaTelephony:
         call = _Call(self._self_ref, account, int(prm.callId), key)
         self._calls[key] = _CallState(key=key, call=call)
         rdata = prm.rdata
-        info = parse_invite(str(rdata.wholeMsg))
+        whole = str(rdata.wholeMsg)
+        info = parse_invite(whole)
         host, port = parse_host_port(str(rdata.srcAddress))
+        ctype, body = message_body(whole)
+        ipv6 = ":" in self.settings.host
+        problem = sdp_problem(body, ipv6=ipv6) if ctype == "application/sdp" else None
         self._emit(
             IncomingCall(
                 call_id=key,
@@ -974,8 +1133,17 @@ class PjsuaTelephony:
                 transport=info.transport,
                 session_id=info.session_id,
                 user_agent=info.user_agent,
+                offer_problem=problem,
             )
         )
+
+    def _on_call_rx_offer(self, key: CallId, prm: Any) -> None:
+        """A re-INVITE or UPDATE offers new media: refuse it (488) when pjmedia could not
+        carry it, before pjsua applies it (see `sdp_problem`)."""
+        problem = sdp_problem(str(prm.offer.wholeSdp), ipv6=":" in self.settings.host)
+        if problem is not None:
+            prm.statusCode = 488
+            log.warning("call %s: refused a new media offer with 488: %s", key, problem)
 
     def _on_call_state(self, key: CallId, prm: Any) -> None:
         st = self._calls.get(key)
@@ -1020,7 +1188,10 @@ class PjsuaTelephony:
                 pj.PJSUA_CALL_MEDIA_ACTIVE,
                 pj.PJSUA_CALL_MEDIA_REMOTE_HOLD,
             ):
-                audio = st.call.getAudioMedia(index)
+                try:
+                    audio = st.call.getAudioMedia(index)
+                except pj.Error as exc:
+                    log.warning("call %s: no audio after a media change: %s", key, _error_text(exc))
                 break
         if audio is None:
             return

@@ -8,6 +8,7 @@ to empty values instead.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -159,3 +160,78 @@ def parse_info_dtmf(whole_msg: str) -> str | None:
     if token in ("10", "11"):
         return "*" if token == "10" else "#"
     return token[0].upper()
+
+
+def message_body(whole_msg: str) -> tuple[str, str]:
+    """(Content-Type without parameters, lower case; body) of a SIP message's text."""
+    _, headers = split_headers(whole_msg)
+    ctype = headers.get("content-type", [""])[0].split(";", 1)[0].strip().lower()
+    parts = re.split(r"\r?\n\r?\n", whole_msg, maxsplit=1)
+    return ctype, parts[1] if len(parts) == 2 else ""
+
+
+def _address_problem(value: str, ipv6: bool) -> str | None:
+    """Why a `c=` value (`IN IP4 192.0.2.1[/ttl]`) cannot carry our media, or None."""
+    fields = value.split()
+    if len(fields) != 3 or fields[0] != "IN" or fields[1] not in ("IP4", "IP6"):
+        return f"c={value[:60]!r} is not IN IP4/IP6 <address>"
+    family, address = fields[1], fields[2].split("/", 1)[0]
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return f"c={value[:60]!r}: {address[:45]!r} is not an IP address"
+    if (family == "IP4") != (parsed.version == 4):
+        return f"c={value[:60]!r}: the address is not {family}"
+    if (parsed.version == 6) != ipv6:
+        return f"c={value[:60]!r}: this server carries IPv{6 if ipv6 else 4} media only"
+    return None
+
+
+# pjsua opens two media sockets for each audio stream of an offer before any callback; a call
+# here uses one stream (two: RTP/SAVP + RTP/AVP offers of phones that try SRTP first).
+MAX_SDP_MEDIA = 8
+MAX_SDP_AUDIO = 2
+
+
+def sdp_problem(sdp: str, *, ipv6: bool = False) -> str | None:
+    """Why an SDP offer cannot set up this server's media, or None.
+
+    Checked before pjsua sees the offer: a connection address that is not an IP address of
+    the server's family, or an audio stream without one, puts pjmedia in a state where the
+    PyPI wheel's pjlib aborts the process (measured: a re-INVITE moving the media to
+    `c=IN IP4 999.1.1.1` or `c=IN IP4 ::1`, then `pj_sockaddr_get_len` asserts). Ports must
+    be 0-65535; at most MAX_SDP_AUDIO audio streams and MAX_SDP_MEDIA m= lines (each audio
+    stream costs two sockets of the wheel's 64). Other oddities are left to pjsua."""
+    session_c: str | None = None
+    media: list[tuple[str, str | None]] = []  # (m= line, its c= value)
+    for raw in re.split(r"\r?\n", sdp):
+        line = raw.strip()
+        if line.startswith("m="):
+            media.append((line[2:], None))
+        elif line.startswith("c="):
+            if media:
+                media[-1] = (media[-1][0], line[2:])
+            else:
+                session_c = line[2:]
+    if not media:
+        return "the SDP has no m= line"
+    if len(media) > MAX_SDP_MEDIA:
+        return f"the SDP has {len(media)} m= lines; at most {MAX_SDP_MEDIA} are accepted"
+    audio = 0
+    for m_value, c_value in media:
+        fields = m_value.split()
+        port = fields[1].split("/", 1)[0] if len(fields) >= 2 else ""
+        if not port.isdigit() or int(port) > 65535:
+            return f"m={m_value[:60]!r} has no valid port"
+        if fields[0] != "audio" or int(port) == 0:
+            continue
+        audio += 1
+        if audio > MAX_SDP_AUDIO:
+            return f"the SDP offers more than {MAX_SDP_AUDIO} audio streams"
+        connection = c_value or session_c
+        if connection is None:
+            return f"m={m_value[:60]!r} has no c= connection address"
+        problem = _address_problem(connection, ipv6)
+        if problem is not None:
+            return problem
+    return None
