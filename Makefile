@@ -49,10 +49,10 @@ bench: install
 	$(BIN)/python bench/load.py $(BENCH_ARGS)
 
 # The tuned build's tests (tests/integration/test_capacity*.py: 50 concurrent calls, none may
-# fail; IPv6 calls on ::1) in a venv of its own with the tuned pjsua2, so that `make check`
+# fail; IPv6 calls on ::1; hostile SIP over UDP and TCP) in a venv of its own with the tuned pjsua2, so that `make check`
 # keeps testing the PyPI wheel's 4-call limit in .venv. CI: PJSUA2_SOURCE=ring make capacity.
 TUNED_VENV ?= .venv-tuned
 capacity:
 	$(MAKE) pjsua2 VENV=$(TUNED_VENV)
 	$(TUNED_VENV)/bin/pytest -q -rs -p no:cacheprovider tests/integration/test_capacity.py \
-	  tests/integration/test_capacity_ipv6.py
+	  tests/integration/test_capacity_ipv6.py tests/integration/test_sip_hostile.py

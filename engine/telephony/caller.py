@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="rfc4733",
         help="sip-info sends INFO application/dtmf-relay, sip-info-dtmf INFO application/dtmf",
     )
+    p.add_argument(
+        "--digits-on-signal",
+        default="",
+        help="digits to send (0.3 s apart) each time the process gets SIGUSR1, e.g. when a "
+        "test has finished what it does during the call",
+    )
     p.add_argument("--dtmf-duration", type=int, default=160, help="tone length in ms")
     p.add_argument("--record", type=Path, help="write what the caller hears to this 8 kHz WAV")
     p.add_argument("--duration", type=float, default=10.0, help="hard limit on run time (s)")
@@ -224,6 +230,7 @@ class Peer:
         self.args = args
         self.t0 = time.monotonic()
         self.stop_flag = False
+        self.signalled = False  # SIGUSR1: send --digits-on-signal
         self.ep: Any = None
         self.account: Any = None
         self.writer: Any = None
@@ -356,6 +363,10 @@ class Peer:
         deadline = time.monotonic() + self.args.duration
         while not self.stop_flag and time.monotonic() < deadline and not done():
             self.ep.libHandleEvents(10)
+            if self.signalled:
+                self.signalled = False
+                for i, digit in enumerate(self.args.digits_on_signal):
+                    self.at(0.3 * i, lambda d=digit: self.send_digit(d))  # type: ignore[misc]
             self._run_timers()
             self._run_deferred()
 
@@ -536,6 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().error("--target is required unless --listen is given")
     try:
         parse_digits(args.digits)
+        parse_digits(",".join(args.digits_on_signal))
     except ValueError as exc:
         build_parser().error(str(exc))
 
@@ -544,8 +556,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         peer.stop_flag = True
 
+    def on_usr1(signum: int, frame: FrameType | None) -> None:
+        peer.signalled = True
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGUSR1, on_usr1)
     try:
         peer.start()
     except pj.Error as exc:

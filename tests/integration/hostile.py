@@ -1,0 +1,265 @@
+"""Hostile SIP against a running engine while a probe call is in progress (issue #8).
+
+`attack()` is the procedure the robustness test asserts on and `bench/sip_hostile.py` prints:
+the corpus of `tests.sip_corpus` over UDP (and over TCP when the engine listens on TCP), a
+dialog of our own whose re-INVITEs move and change the media, and an INVITE flood from one
+source, all while a probe call (our pjsua2 test caller) listens to the greeting and then
+presses a digit that must transfer it. Afterwards: the engine's memory and descriptors, and
+whether a later call still works. Sources: 127.0.0.2 (corpus), .3 (dialog), .4 (flood), so
+that the per-source rate limit of one does not touch another, nor the callers on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from engine.audio import aligned_correlation
+from tests.integration.engine_helpers import (
+    Engine,
+    Proc,
+    Procs,
+    dial,
+    read_wav,
+    summary_of,
+    wait_invite,
+)
+from tests.sip_corpus import Target, request, sdp
+from tests.sip_sender import (
+    DialogResult,
+    Tally,
+    dialog_with_reinvites,
+    drain,
+    send_tcp,
+    send_udp,
+    udp_socket,
+)
+
+PROBE_EXTENSION = "800"
+PROBE_DIGIT = "2"  # → FORWARD_TO_NUMBER 202
+FLOOD_SOURCE = "127.0.0.4"
+
+
+@dataclass
+class Usage:
+    rss_mb: float
+    fds: int
+
+    @classmethod
+    def of(cls, pid: int) -> Usage:
+        process = psutil.Process(pid)
+        return cls(process.memory_info().rss / 2**20, process.num_fds())
+
+
+@dataclass
+class AttackReport:
+    udp: Tally
+    tcp: Tally | None  # None: the engine does not listen on TCP
+    tcp_refused: bool
+    dialog: DialogResult
+    flood: Tally
+    bad_offer_flood: Tally
+    scanners: dict[str, Tally]
+    probe: dict[str, Any]
+    probe_record: dict[str, Any]
+    probe_correlation: float
+    later: dict[str, Any]
+    later_record: dict[str, Any]
+    before: Usage
+    after: Usage
+    peak_rss_mb: float
+    seconds: float
+    timeline: list[tuple[float, float, int]] = field(default_factory=list)  # (t, rss MB, fds)
+
+
+def flood(
+    host: str,
+    port: int,
+    count: int,
+    *,
+    source_host: str = FLOOD_SOURCE,
+    bad_offer: bool = False,
+) -> Tally:
+    """`count` INVITEs for the probe's extension, as fast as the socket takes them, from one
+    source (never ACKed: the answered ones time out on the engine's side). `bad_offer`: their
+    SDP moves the media to `999.1.1.1` (each one still costs the SIP stack two media sockets
+    until it is refused: the flood that aborted the PyPI wheel's pjlib before the pace)."""
+    tally = Tally()
+    start = time.monotonic()
+    rng = random.Random(7)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source_host, 0))
+        sock.setblocking(False)
+        target = Target(host, port, source_host, sock.getsockname()[1])
+        for _ in range(count):
+            body = sdp(rng, source_host)
+            if bad_offer:
+                body = body.replace(f"c=IN IP4 {source_host}", "c=IN IP4 999.1.1.1")
+            data = request(rng, target, user=PROBE_EXTENSION, body=body)
+            try:
+                sock.sendto(data, (host, port))
+                tally.sent += 1
+            except BlockingIOError:
+                time.sleep(0.001)
+            drain(sock, tally)
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            time.sleep(0.05)
+            drain(sock, tally)
+    tally.by_kind["bad_offer_invite" if bad_offer else "flood_invite"] = tally.sent
+    tally.seconds = time.monotonic() - start
+    return tally
+
+
+SCANNER_AGENTS = ("friendly-scanner", "sipvicious 0.3.4", "sipcli/v1.8", "VaxSIPUserAgent/3.1")
+NORMAL_AGENT = "Zoiper rv2.10"
+
+
+def scanner_probe(host: str, port: int, *, source_host: str = "127.0.0.6") -> dict[str, Tally]:
+    """OPTIONS, REGISTER and INVITE (for an unknown extension) with each scanner User-Agent
+    and with an ordinary one: the answers each agent got."""
+    found: dict[str, Tally] = {}
+    rng = random.Random(11)
+    for agent in (*SCANNER_AGENTS, NORMAL_AGENT):
+        tally = found[agent] = Tally()
+        with udp_socket(source_host) as sock:
+            target = Target(host, port, source_host, sock.getsockname()[1])
+            for method in ("OPTIONS", "REGISTER", "INVITE"):
+                body = sdp(rng, source_host) if method == "INVITE" else ""
+                data = request(rng, target, method=method, user_agent=agent, body=body)
+                sock.sendto(data, (host, port))
+                tally.sent += 1
+            time.sleep(1.0)
+            drain(sock, tally)
+    return found
+
+
+def tcp_refused(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect((host, port))
+        except ConnectionRefusedError:
+            return True
+    return False
+
+
+def probe_call(
+    procs: Procs, engine: Engine, digits: list[str], *, tag: str, duration: float = 120.0
+) -> tuple[Proc, str, str, Path]:
+    """A call to the probe extension, recorded; `digits` are extra caller arguments."""
+    session = f"{tag}-{uuid.uuid4().hex[:10]}"
+    user = f"55{uuid.uuid4().int % 10**6:06d}"
+    path = procs.tmp / f"{session}.wav"
+    proc = dial(
+        procs,
+        engine,
+        PROBE_EXTENSION,
+        *digits,
+        "--record",
+        str(path),
+        name=tag,
+        session=session,
+        from_user=user,
+        duration=duration,
+    )
+    return proc, session, user, path
+
+
+def wait_answered(engine: Engine, timeout: float = 15.0) -> None:
+    """Until the engine carries a call (the probe), then a second of its greeting."""
+    deadline = time.monotonic() + timeout
+    while engine.status()["active_calls"] < 1:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the probe call was not answered in {timeout} s")
+        time.sleep(0.1)
+    time.sleep(1.0)
+
+
+def attack(
+    procs: Procs,
+    engine: Engine,
+    target200: Proc,
+    greeting: np.ndarray,
+    *,
+    count: int,
+    flood_count: int,
+    seed: int = 1,
+) -> AttackReport:
+    host, port = "127.0.0.1", engine.sip_port
+    pid = engine.proc.popen.pid
+    started = time.monotonic()
+    timeline: list[tuple[float, float, int]] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            usage = Usage.of(pid)
+            timeline.append((time.monotonic() - started, usage.rss_mb, usage.fds))
+            sampling.wait(0.5)
+
+    before = Usage.of(pid)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        # the probe presses its digit when told (SIGUSR1), once the attack is over
+        probe, session, user, recording = probe_call(
+            procs, engine, ["--digits-on-signal", PROBE_DIGIT], tag="probe"
+        )
+        wait_answered(engine)
+        scanners = scanner_probe(host, port)  # first: no call slot is held by a flood yet
+        listening_tcp = not tcp_refused(host, port)
+        udp = send_udp(host, port, count, seed)
+        tcp = send_tcp(host, port, count, seed + 1) if listening_tcp else None
+        dialog = dialog_with_reinvites(
+            host, port, PROBE_EXTENSION, 20, seed + 2, source_host="127.0.0.3"
+        )
+        flooded = flood(host, port, flood_count)
+        bad_offers = flood(host, port, flood_count, source_host="127.0.0.5", bad_offer=True)
+        probe.signal(signal.SIGUSR1)
+        summary = summary_of(probe, timeout=120.0)
+        probe_record = engine.record(session)
+        wait_invite(target200, user)
+        heard = read_wav(recording)
+        correlation, _ = aligned_correlation(heard, greeting)
+        # later: every call the flood left unacknowledged times out (SIP timer H, 32 s)
+        engine.wait_idle(timeout=60.0)
+        later_proc, later_session, later_user, _ = probe_call(
+            procs, engine, ["--digits", f"{PROBE_DIGIT}@1.0"], tag="later"
+        )
+        later = summary_of(later_proc, timeout=60.0)
+        later_record = engine.record(later_session)
+        wait_invite(target200, later_user)
+    finally:
+        sampling.set()
+        sampler.join(2.0)
+    after = Usage.of(pid)
+    return AttackReport(
+        udp=udp,
+        tcp=tcp,
+        tcp_refused=not listening_tcp,
+        dialog=dialog,
+        flood=flooded,
+        bad_offer_flood=bad_offers,
+        scanners=scanners,
+        probe=summary,
+        probe_record=probe_record,
+        probe_correlation=correlation,
+        later=later,
+        later_record=later_record,
+        before=before,
+        after=after,
+        peak_rss_mb=max(rss for _, rss, _ in timeline),
+        seconds=time.monotonic() - started,
+        timeline=timeline,
+    )
