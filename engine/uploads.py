@@ -3,13 +3,19 @@ converted once into the playback format.
 
 A session is a row in the store's ``uploads`` table plus ``<data>/uploads/<id>.part``. Chunks
 are appended as they come, each bounded by the size limit. ``complete`` then, on a dedicated
-conversion thread (the loop keeps serving calls): checks the SHA-256 digest the client sent,
+conversion thread (the loop keeps serving calls): checks the SHA-256 digest the client sent and
 refuses a WAV whose header announces more audio than the file holds (truncated, or a hostile
-header claiming gigabytes), checks channels, rate, duration and decoded size with
-``soundfile.info`` before decoding anything, converts with ``engine.audio.convert_for_playback``
-and fsyncs the result. The store then moves it to ``<data>/blobs/<digest>.wav`` and inserts
-the ``files`` row. Whatever happens, the session, its part file and any partial conversion are
-removed: a failed upload leaves nothing behind, a completed one exactly one file and one row.
+header claiming gigabytes) — both pure Python, in this process. The uploaded bytes themselves
+are only ever parsed by a child process (`engine.convert`) under memory, CPU-time and file-size
+limits and a wall-clock timeout: it checks channels, rate, duration and decoded size with
+``soundfile.info`` before decoding anything, then converts with
+``engine.audio.convert_for_playback`` into ``<data>/uploads/<id>.*.convert/``. A refusal, a
+crash, a memory blow-up or a timeout of that child is a 400 naming the file; the server goes on.
+This process then checks the child's output is a plain 8 kHz mono 16-bit WAV, moves it to
+``<data>/uploads/<id>.wav`` and fsyncs it; the store moves it to ``<data>/blobs/<digest>.wav``
+and inserts the ``files`` row: playback only ever reads files we converted and checked.
+Whatever happens, the session, its part file and any partial conversion are removed: a failed
+upload leaves nothing behind, a completed one exactly one file and one row.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import struct
 import time
 import uuid
@@ -30,10 +37,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import soundfile as sf
-
-from engine.audio import convert_for_playback
-from engine.errors import PromptError
+from engine.convert import AudioLimits, ChildLimits, Converter, Refused
 from engine.keyed_locks import KeyedLocks
 from engine.store import Forbidden, Invalid, NotFound, RangeMismatch, Store, TooLarge
 
@@ -55,6 +59,27 @@ class UploadLimits:
     max_samples: int = 600 * 48_000 * 2
     max_sessions: int = 32
     session_ttl: float = 24 * 3600.0
+    # the conversion child: address space, CPU time, wall-clock time before it is killed
+    convert_memory_bytes: int = 1536 << 20
+    convert_cpu_seconds: int = 60
+    convert_timeout: float = 90.0
+
+    def converter(self) -> Converter:
+        """The converter these limits describe."""
+        return Converter(
+            AudioLimits(
+                max_seconds=self.max_seconds,
+                max_channels=self.max_channels,
+                min_samplerate=self.min_samplerate,
+                max_samplerate=self.max_samplerate,
+                max_samples=self.max_samples,
+            ),
+            ChildLimits(
+                memory_bytes=self.convert_memory_bytes,
+                cpu_seconds=self.convert_cpu_seconds,
+                timeout=self.convert_timeout,
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -159,17 +184,22 @@ def _fsync_file(path: Path) -> None:
 
 
 class Uploads:
-    """Upload sessions of one store. Use from the asyncio loop."""
+    """Upload sessions of one store. Use from the asyncio loop.
+
+    `converter` converts the uploaded files (default: ``limits.converter()``)."""
 
     def __init__(
         self,
         store: Store,
         limits: UploadLimits | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        converter: Converter | None = None,
     ) -> None:
         self.store = store
         self.limits = limits or UploadLimits()
         self.clock = clock
+        self.converter = converter or self.limits.converter()
         self._locks = KeyedLocks()
         self._converter = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="vr-convert"
@@ -208,11 +238,14 @@ class Uploads:
 
     def recover(self) -> None:
         """After a restart: expire old sessions and remove files no session or file row owns —
-        half-written conversions, blobs moved in just before a crash (sync)."""
+        half-written conversions and their work directories, blobs moved in just before a
+        crash (sync)."""
         self.expire()
         live = {self.part_path(upload_id).name for upload_id in self.store.upload_ids()}
         for path in self.store.upload_dir.iterdir():
-            if path.is_file() and path.name not in live:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.name not in live:
                 path.unlink(missing_ok=True)
         known = {path.resolve() for path in self.store.file_paths().values()}
         for path in self.store.blob_dir.iterdir():
@@ -354,7 +387,7 @@ class Uploads:
                 with contextlib.suppress(Exception):
                     await self.store.run(self._discard, upload_id)
 
-    # --- checking and converting (on the conversion thread) -----------------------------------
+    # --- checking and converting (on the conversion thread; decoding in a child process) -----
 
     def _check_and_convert(self, state: UploadState, expected: str) -> _Converted:
         part = self.part_path(state.id)
@@ -374,46 +407,10 @@ class Uploads:
         problem = wav_problem(part)
         if problem is not None:
             raise Invalid(f"{name}: {problem}", {"file": f"{name}: {problem}"})
-        self._check_info(part, name)
         target = self._temp_wav(state.id)
         try:
-            duration = convert_for_playback(part, target)
-        except PromptError as error:
-            message = str(error).replace(str(part), name)
-            raise Invalid(message, {"file": message}) from None
-        except MemoryError:
-            message = f"{name}: too large to decode; shorten or downmix it"
-            raise Invalid(message, {"file": message}) from None
+            duration = self.converter.convert(part, target, name)
+        except Refused as refused:
+            raise Invalid(refused.message, {"file": refused.message}) from None
         _fsync_file(target)
         return _Converted(target, sha256_file(target), duration)
-
-    def _check_info(self, part: Path, name: str) -> None:
-        limits = self.limits
-        try:
-            info = sf.info(str(part))
-        except Exception:  # libsndfile reports unknown and broken formats in several ways
-            message = f"{name}: not an audio file that can be read (WAV, FLAC, OGG or MP3)"
-            raise Invalid(message, {"file": message}) from None
-        problem = None
-        if not limits.min_samplerate <= info.samplerate <= limits.max_samplerate:
-            problem = (
-                f"sample rate {info.samplerate} Hz is outside {limits.min_samplerate}-"
-                f"{limits.max_samplerate} Hz"
-            )
-        elif not 1 <= info.channels <= limits.max_channels:
-            problem = f"{info.channels} channels; at most {limits.max_channels} are accepted"
-        elif info.frames <= 0:
-            problem = "the file holds no audio"
-        elif info.frames / info.samplerate > limits.max_seconds:
-            problem = (
-                f"{info.frames / info.samplerate:.0f} s long; prompts may be at most "
-                f"{limits.max_seconds:.0f} s"
-            )
-        elif info.frames * info.channels > limits.max_samples:
-            problem = (
-                f"{info.frames * info.channels} samples are too many to convert at once; "
-                "shorten, downmix or resample it (e.g. to 48 kHz stereo)"
-            )
-        if problem is not None:
-            message = f"{name}: {problem}"
-            raise Invalid(message, {"file": message})

@@ -371,19 +371,19 @@ def test_wav_problem_accepts_good_and_odd_but_valid_files(tmp_path: Path) -> Non
 def test_conversion_runs_off_the_event_loop(tmp_path: Path, monkeypatch: Any) -> None:
     import threading
 
-    import engine.uploads
+    from engine.convert import Converter
 
     entered, release = threading.Event(), threading.Event()
     threads: list[str] = []
-    real = engine.uploads.convert_for_playback
+    real = Converter.convert
 
-    def held(source: Path, target: Path) -> float:
+    def held(self: Converter, source: Path, target: Path, name: str) -> float:
         threads.append(threading.current_thread().name)
         entered.set()
         assert release.wait(10)
-        return real(source, target)
+        return real(self, source, target, name)
 
-    monkeypatch.setattr(engine.uploads, "convert_for_playback", held)
+    monkeypatch.setattr(Converter, "convert", held)
     api = make_api(tmp_path)
     result: dict[str, Any] = {}
     try:
