@@ -148,8 +148,24 @@ def read_config_data(path: Path) -> Any:
         raise ConfigError([FieldProblem("", f"cannot read: {error.strerror}")], str(path)) from None
     try:
         return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
+    except json.JSONDecodeError as error:
         raise ConfigError([FieldProblem("", f"not valid YAML/JSON: {error}")], str(path)) from None
+    except yaml.YAMLError as error:
+        problem = f"not valid YAML/JSON: {_yaml_problem(error)}"
+        raise ConfigError([FieldProblem("", problem)], str(path)) from None
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What is wrong and where, without the snippet of the file that PyYAML's message quotes
+    (that line may hold a PIN, a password or a token)."""
+    if not isinstance(error, yaml.MarkedYAMLError):
+        return "the file cannot be parsed"
+    parts = []
+    for text, mark in ((error.context, error.context_mark), (error.problem, error.problem_mark)):
+        if text:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            parts.append(f"{text}{where}")
+    return "; ".join(parts) or "the file cannot be parsed"
 
 
 def load_config(path: Path) -> ConfigFile:
