@@ -296,16 +296,21 @@ def start_engine(
     transfer_domain: str | None = None,
     extra_args: tuple[str, ...] = (),
     ready_timeout: float = 30.0,
+    data_dir: Path | None = None,
+    sip_port: int = 0,
+    http_port: int = 0,
 ) -> Engine:
-    """Write `config` as JSON into a fresh directory, serve it on ephemeral SIP and HTTP
-    ports, and wait for `vr-engine ready:` (printed once both listen; it names the ports)."""
+    """Write `config` as JSON into a fresh directory, serve it (by default on ephemeral SIP
+    and HTTP ports, with a data directory of its own) and wait for `vr-engine ready:`
+    (printed once both listen; it names the ports)."""
     base = procs.tmp / name
     base.mkdir(parents=True, exist_ok=True)
     config_path = base / "vr.json"
     config_path.write_text(json.dumps(config, indent=2))
-    data_dir = base / "data"
+    data_dir = data_dir or base / "data"
     args = [*engine_command(), "serve", "--config", str(config_path)]
-    args += ["--data-dir", str(data_dir), "--sip-port", "0", "--http-port", "0"]
+    args += ["--data-dir", str(data_dir), "--sip-port", str(sip_port)]
+    args += ["--http-port", str(http_port)]
     if transfer_domain:
         args += ["--transfer-domain", transfer_domain]
     proc = procs.start([*args, *extra_args], name=name, env={"VR_API_TOKEN": TOKEN})
