@@ -8,13 +8,18 @@ routes wait on `server.stopping` so that `close()` releases them at once.
 Also: `refused_port()` (bound, not listening: connecting is refused), `full_backlog_port()`
 (listening with a full accept queue: a connect hangs), `silent_port()` (accepts TCP, never
 answers: a TLS handshake hangs), and `make_cert()` (a self-signed certificate via the openssl
-command line, for HTTPS servers).
+command line, for HTTPS servers), `DigestRealm` (the server side of RFC 7616 Digest).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import hmac
 import json
+import re
+import secrets
 import shutil
 import socket
 import ssl
@@ -252,3 +257,55 @@ def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     return context
+
+
+DIGEST_HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
+DIGEST_FIELD_RE = re.compile(r'(\w+)=("([^"]*)"|([^,\s]*))')
+
+
+@dataclass
+class DigestRealm:
+    """The server side of RFC 7616 Digest with qop=auth: `challenge` answers 401 with a fresh
+    nonce, `verify` checks a request's Authorization against the shared password."""
+
+    realm: str
+    user: str
+    password: str
+    nonces: set[str] = dataclasses.field(default_factory=set)
+
+    def verify(self, seen: Seen, algorithm: str = "MD5") -> bool | None:
+        """None without Digest credentials, else whether they are right."""
+        header = seen.headers.get("Authorization", "")
+        if not header.startswith("Digest "):
+            return None
+        fields = {
+            m.group(1): m.group(3) if m.group(3) is not None else m.group(4)
+            for m in DIGEST_FIELD_RE.finditer(header[7:])
+        }
+
+        def h(text: str) -> str:
+            return DIGEST_HASHES[algorithm](text.encode()).hexdigest()
+
+        ha1 = h(f"{self.user}:{self.realm}:{self.password}")
+        ha2 = h(f"{seen.method}:{seen.target}")
+        expected = h(
+            f"{ha1}:{fields.get('nonce')}:{fields.get('nc')}:{fields.get('cnonce')}:auth:{ha2}"
+        )
+        return (
+            fields.get("username") == self.user
+            and fields.get("realm") == self.realm
+            and fields.get("nonce") in self.nonces
+            and fields.get("uri") == seen.target
+            and fields.get("qop") == "auth"
+            and fields.get("algorithm", "MD5").upper() == algorithm
+            and hmac.compare_digest(fields.get("response", ""), expected)
+        )
+
+    def challenge(self, handler: Handler, algorithm: str = "MD5") -> None:
+        nonce = secrets.token_hex(16)
+        self.nonces.add(nonce)
+        challenge = (
+            f'Digest realm="{self.realm}", nonce="{nonce}", qop="auth", '
+            f'algorithm={algorithm}, opaque="op42"'
+        )
+        handler.reply(401, b"{}", {"WWW-Authenticate": challenge})

@@ -36,6 +36,7 @@ from engine.errors import ConfigError
 from engine.flow.events import ActionUrlFailed, ActionUrlReplied, FailureKind
 from engine.model import ActionUrl
 from tests.http_servers import (
+    DigestRealm,
     Handler,
     LoopbackServer,
     Seen,
@@ -125,50 +126,19 @@ def bearer(handler: Handler, seen: Seen) -> None:
         handler.reply(401, b"{}", {"WWW-Authenticate": "Bearer"})
 
 
-DIGEST_HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
-NONCES: set[str] = set()
+DIGEST = DigestRealm(REALM, USER, PASSWORD)
 DIGEST_LOG: list[str] = []  # "challenge" | "ok" | "bad"
 
 
 def digest(handler: Handler, seen: Seen) -> None:
     """RFC 7616 with qop=auth: verify the client's response from the shared password."""
     algorithm = "SHA-256" if seen.path.endswith("sha256") else "MD5"
-    header = seen.headers.get("Authorization", "")
-    if header.startswith("Digest "):
-        fields = {
-            m.group(1): m.group(3) if m.group(3) is not None else m.group(4)
-            for m in re.finditer(r'(\w+)=("([^"]*)"|([^,\s]*))', header[7:])
-        }
-
-        def h(text: str) -> str:
-            return DIGEST_HASHES[algorithm](text.encode()).hexdigest()
-
-        ha1 = h(f"{USER}:{REALM}:{PASSWORD}")
-        ha2 = h(f"{seen.method}:{seen.target}")
-        expected = h(
-            f"{ha1}:{fields.get('nonce')}:{fields.get('nc')}:{fields.get('cnonce')}:auth:{ha2}"
-        )
-        if (
-            fields.get("username") == USER
-            and fields.get("realm") == REALM
-            and fields.get("nonce") in NONCES
-            and fields.get("uri") == seen.target
-            and fields.get("qop") == "auth"
-            and fields.get("algorithm", "MD5").upper() == algorithm
-            and hmac.compare_digest(fields.get("response", ""), expected)
-        ):
-            DIGEST_LOG.append("ok")
-            handler.reply_json(HANGUP)
-            return
-        DIGEST_LOG.append("bad")
+    verdict = DIGEST.verify(seen, algorithm)
+    DIGEST_LOG.append({None: "challenge", True: "ok", False: "bad"}[verdict])
+    if verdict:
+        handler.reply_json(HANGUP)
     else:
-        DIGEST_LOG.append("challenge")
-    nonce = secrets.token_hex(16)
-    NONCES.add(nonce)
-    challenge = (
-        f'Digest realm="{REALM}", nonce="{nonce}", qop="auth", algorithm={algorithm}, opaque="op42"'
-    )
-    handler.reply(401, b"{}", {"WWW-Authenticate": challenge})
+        DIGEST.challenge(handler, algorithm)
 
 
 def signed(handler: Handler, seen: Seen) -> None:

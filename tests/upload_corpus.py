@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
+from tests.test_api_helpers import encode, tone
+
 REFUSED, ACCEPTED, EITHER = "refused", "accepted", "either"
 CI_COUNT = 100
 
@@ -36,18 +38,6 @@ class Case:
 
 
 # --- valid sources -----------------------------------------------------------------------------
-
-
-def tone(seconds: float, rate: int, channels: int = 1, freq: float = 440.0) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    mono = 0.5 * np.sin(2 * np.pi * freq * t)
-    return np.stack([mono] * channels, axis=1).astype(np.float32)
-
-
-def encode(samples: np.ndarray, rate: int, fmt: str, subtype: str | None = None) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, rate, format=fmt, subtype=subtype)
-    return buffer.getvalue()
 
 
 def can_write_mp3() -> bool:

@@ -267,6 +267,13 @@ class Engine:
                 )
             time.sleep(0.1)
 
+    def wait_active(self, calls: int, timeout: float = 15.0) -> None:
+        """Until at least `calls` calls are in progress."""
+        deadline = time.monotonic() + timeout
+        while self.status()["active_calls"] < calls:
+            assert time.monotonic() < deadline, f"fewer than {calls} calls active after {timeout} s"
+            time.sleep(0.05)
+
     def wait_idle(self, timeout: float = 10.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:

@@ -176,16 +176,6 @@ def probe_call(
     return proc, session, user, path
 
 
-def wait_answered(engine: Engine, timeout: float = 15.0) -> None:
-    """Until the engine carries a call (the probe), then a second of its greeting."""
-    deadline = time.monotonic() + timeout
-    while engine.status()["active_calls"] < 1:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the probe call was not answered in {timeout} s")
-        time.sleep(0.1)
-    time.sleep(1.0)
-
-
 def attack(
     procs: Procs,
     engine: Engine,
@@ -213,10 +203,12 @@ def attack(
     sampler.start()
     try:
         # the probe presses its digit when told (SIGUSR1), once the attack is over
+        probe_seconds = 120.0 + count / 100 + flood_count / 200
         probe, session, user, recording = probe_call(
-            procs, engine, ["--digits-on-signal", PROBE_DIGIT], tag="probe"
+            procs, engine, ["--digits-on-signal", PROBE_DIGIT], tag="probe", duration=probe_seconds
         )
-        wait_answered(engine)
+        engine.wait_active(1)
+        time.sleep(1.0)  # a second of the greeting before the attack
         scanners = scanner_probe(host, port)  # first: no call slot is held by a flood yet
         listening_tcp = not tcp_refused(host, port)
         udp = send_udp(host, port, count, seed)
@@ -227,7 +219,7 @@ def attack(
         flooded = flood(host, port, flood_count)
         bad_offers = flood(host, port, flood_count, source_host="127.0.0.5", bad_offer=True)
         probe.signal(signal.SIGUSR1)
-        summary = summary_of(probe, timeout=120.0)
+        summary = summary_of(probe, timeout=probe_seconds)
         probe_record = engine.record(session)
         wait_invite(target200, user)
         heard = read_wav(recording)
@@ -263,3 +255,66 @@ def attack(
         seconds=time.monotonic() - started,
         timeline=timeline,
     )
+
+
+def hostile_config(target_port: int) -> dict[str, object]:
+    return {
+        "server": {"name": "hostile", "shutdown_grace": 2},
+        "ivrs": [
+            {
+                "name": "Probe",
+                "extension_number": PROBE_EXTENSION,
+                "prompt_file": "../greeting.wav",
+                # the probe waits in the menu for as long as the attack lasts
+                "timeout_forward_rule": {
+                    "timeout": 3600,
+                    "repeat_times": 0,
+                    "action": "FORWARD_TO_NUMBER",
+                    "number": "299",
+                },
+                "custom_forward_rules": [
+                    {
+                        "user_input": PROBE_DIGIT,
+                        "office_hours_forward_rule": {
+                            "action": "FORWARD_TO_NUMBER",
+                            "number": "202",
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def summary(r: AttackReport) -> dict[str, object]:
+    return {
+        "udp": {
+            "sent": r.udp.sent,
+            "answers": dict(r.udp.methods),
+            "seconds": r.udp.seconds,
+        },
+        "tcp": None
+        if r.tcp is None
+        else {
+            "sent": r.tcp.sent,
+            "answers": dict(r.tcp.methods),
+            "errors": dict(r.tcp.errors),
+            "seconds": r.tcp.seconds,
+        },
+        "dialog": vars(r.dialog),
+        "flood": {
+            "sent": r.flood.sent,
+            "answers": dict(r.flood.methods),
+            "calls_answered": len(r.flood.answered),
+            "seconds": r.flood.seconds,
+        },
+        "bad_offer_flood": {
+            "sent": r.bad_offer_flood.sent,
+            "answers": dict(r.bad_offer_flood.methods),
+        },
+        "scanners": {agent: dict(t.methods) for agent, t in r.scanners.items()},
+        "probe_correlation": r.probe_correlation,
+        "rss_mb": [r.before.rss_mb, r.peak_rss_mb, r.after.rss_mb],
+        "fds": [r.before.fds, r.after.fds],
+        "seconds": r.seconds,
+    }

@@ -621,7 +621,7 @@ def test_ten_sequential_then_four_concurrent_calls_and_a_fifth_is_refused(
         call(procs, engine, "801", "--digits", "2@4.0", record=False, tag=f"par{n}")
         for n in range(4)
     ]
-    wait_active(engine, 4)
+    engine.wait_active(4)
     assert engine.status()["capacity"] == 4
     # the wheel's 4 call slots are all in use: a 5th INVITE gets 503 (README, Capacity;
     # before commit c255267 it was pjsua's own 486)
@@ -669,13 +669,6 @@ class Drained:
 GRACE = 4
 
 
-def wait_active(engine: Engine, n: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while engine.status()["active_calls"] < n:
-        assert time.monotonic() < deadline, f"fewer than {n} calls active after {timeout} s"
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def drained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drained]:
     """An engine with `shutdown_grace: 4` gets SIGTERM with two calls in progress: one hangs up
@@ -690,10 +683,10 @@ def drained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drained]:
         }
         engine = start_engine(procs, config, name="engine-drain")
         long = call(procs, engine, "801", "--hangup-after", "30", record=False, tag="long")
-        wait_active(engine, 1)
+        engine.wait_active(1)
         # the short call's 2.5 s start when it is answered, i.e. before SIGTERM is sent
         short = call(procs, engine, "801", "--hangup-after", "2.5", record=False, tag="short")
-        wait_active(engine, 2)
+        engine.wait_active(2)
         engine.proc.signal(signal.SIGTERM)
         sent = time.monotonic()
         # the HTTP API answers while draining; status turns OFFLINE

@@ -168,7 +168,7 @@ def restarted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restarted]:
         # two calls in progress, four clients writing
         for n in range(2):
             caller(procs, engine, f"620{n}", "", f"inflight{n}")
-        wait_active(engine, 2)
+        engine.wait_active(2)
         writes, stop = Writes(), threading.Event()
         base = f"http://127.0.0.1:{engine.http_port}"
         workers = [
@@ -227,13 +227,6 @@ def restarted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restarted]:
 
 def keys(digits: str, start: float = 2.5, step: float = 0.3) -> str:
     return ",".join(f"{d}@{start + i * step:.1f}" for i, d in enumerate(digits + "#"))
-
-
-def wait_active(engine: Engine, n: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while engine.status()["active_calls"] < n:
-        assert time.monotonic() < deadline, engine.status()
-        time.sleep(0.1)
 
 
 def test_the_engine_was_killed_mid_stream_and_mid_call(restarted: Restarted) -> None:

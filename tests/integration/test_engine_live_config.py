@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -246,13 +245,6 @@ def call(
     return Call(proc, session, user, path)
 
 
-def wait_active(engine: Engine, calls: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while engine.status()["active_calls"] < calls:
-        assert time.monotonic() < deadline, f"no {calls} active call(s) after {timeout} s"
-        time.sleep(0.05)
-
-
 def assert_transferred(world: World, c: Call, number: str) -> dict[str, Any]:
     summary = summary_of(c.proc)
     assert summary["answered"] and summary["invite_status"] == 200, summary
@@ -318,7 +310,7 @@ def test_a_call_in_progress_keeps_its_rules(world: World) -> None:
 
     press_at = 5.0  # the 8 s greeting is still playing
     old = call(world, "850", "--digits", f"1@{press_at}")
-    wait_active(world.engine, 1)  # the old call is in progress
+    world.engine.wait_active(1)  # the old call is in progress
     changed = http(
         world.engine, "POST", f"/api/ivrs/{rid}", json_body={"custom_forward_rules": menu("202")}
     )

@@ -61,7 +61,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from engine.flow.pin import pin_policy_problem
-from tests.http_servers import Handler, LoopbackServer, Route, Seen
+from tests.http_servers import DigestRealm, Handler, LoopbackServer, Route, Seen
 from tests.integration.engine_helpers import (
     ROOT,
     Engine,
@@ -260,41 +260,16 @@ def make_routes(s: Secrets, checks: list[str]) -> dict[str, Route]:
             return
         handler.reply_json({"status_code": 200, "action": "call", "destination": auth})
 
-    nonces: set[str] = set()
+    crm_realm = DigestRealm(REALM, s.digest_user, s.digest_password.value)
 
     def crm_digest(handler: Handler, seen: Seen) -> None:
-        header = seen.headers.get("Authorization", "")
-        if header.startswith("Digest "):
-            fields = {
-                m.group(1): m.group(3) if m.group(3) is not None else m.group(4)
-                for m in re.finditer(r'(\w+)=("([^"]*)"|([^,\s]*))', header[7:])
-            }
-
-            def h(text: str) -> str:
-                return hashlib.md5(text.encode()).hexdigest()
-
-            ha1 = h(f"{s.digest_user}:{REALM}:{s.digest_password.value}")
-            ha2 = h(f"{seen.method}:{seen.target}")
-            expected = h(
-                f"{ha1}:{fields.get('nonce')}:{fields.get('nc')}:{fields.get('cnonce')}:auth:{ha2}"
-            )
-            if (
-                fields.get("username") == s.digest_user
-                and fields.get("nonce") in nonces
-                and fields.get("uri") == seen.target
-                and hmac.compare_digest(fields.get("response", ""), expected)
-                and signature_ok(seen, s.digest_signing.value)
-            ):
-                checks.append("crm-digest:ok")
-                handler.reply_json({"status_code": 200, "action": "call", "destination": "222"})
-                return
-            checks.append("crm-digest:bad")
-        else:
-            checks.append("crm-digest:challenge")
-        nonce = secrets.token_hex(16)
-        nonces.add(nonce)
-        challenge = f'Digest realm="{REALM}", nonce="{nonce}", qop="auth", algorithm=MD5'
-        handler.reply(401, b"{}", {"WWW-Authenticate": challenge})
+        verdict = crm_realm.verify(seen)
+        if verdict and signature_ok(seen, s.digest_signing.value):
+            checks.append("crm-digest:ok")
+            handler.reply_json({"status_code": 200, "action": "call", "destination": "222"})
+            return
+        checks.append("crm-digest:challenge" if verdict is None else "crm-digest:bad")
+        crm_realm.challenge(handler)
 
     def api_basic(handler: Handler, seen: Seen) -> None:
         auth = seen.headers.get("Authorization", "")

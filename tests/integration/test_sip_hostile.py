@@ -30,11 +30,11 @@ from tests.integration.engine_helpers import (
 )
 from tests.integration.hostile import (
     NORMAL_AGENT,
-    PROBE_DIGIT,
-    PROBE_EXTENSION,
     SCANNER_AGENTS,
     AttackReport,
     attack,
+    hostile_config,
+    summary,
 )
 
 pytestmark = pytest.mark.integration
@@ -47,28 +47,6 @@ BURST, RATE = 200, 100  # the default per-source INVITE rate limit (sip_rate_lim
 ANSWERS = {"100", "200", "400", "403", "404", "405", "415", "420", "481", "486", "488", "500"}
 ANSWERS |= {"501", "503", "513"}
 RSS_GROWTH_MB = 64.0  # the engine's resident memory may grow at most this much (measured: …)
-
-
-def hostile_config(target_port: int) -> dict[str, object]:
-    return {
-        "server": {"name": "hostile", "shutdown_grace": 2},
-        "ivrs": [
-            {
-                "name": "Probe",
-                "extension_number": PROBE_EXTENSION,
-                "prompt_file": "../greeting.wav",
-                "custom_forward_rules": [
-                    {
-                        "user_input": PROBE_DIGIT,
-                        "office_hours_forward_rule": {
-                            "action": "FORWARD_TO_NUMBER",
-                            "number": "202",
-                        },
-                    }
-                ],
-            }
-        ],
-    }
 
 
 @pytest.fixture(scope="module")
@@ -85,40 +63,6 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AttackRep
         yield result, engine
         engine.proc.signal(signal.SIGTERM)
         assert engine.proc.finish(20) == 0, engine.proc.stderr_tail()
-
-
-def summary(r: AttackReport) -> dict[str, object]:
-    return {
-        "udp": {
-            "sent": r.udp.sent,
-            "answers": dict(r.udp.methods),
-            "seconds": r.udp.seconds,
-        },
-        "tcp": None
-        if r.tcp is None
-        else {
-            "sent": r.tcp.sent,
-            "answers": dict(r.tcp.methods),
-            "errors": dict(r.tcp.errors),
-            "seconds": r.tcp.seconds,
-        },
-        "dialog": vars(r.dialog),
-        "flood": {
-            "sent": r.flood.sent,
-            "answers": dict(r.flood.methods),
-            "calls_answered": len(r.flood.answered),
-            "seconds": r.flood.seconds,
-        },
-        "bad_offer_flood": {
-            "sent": r.bad_offer_flood.sent,
-            "answers": dict(r.bad_offer_flood.methods),
-        },
-        "scanners": {agent: dict(t.methods) for agent, t in r.scanners.items()},
-        "probe_correlation": r.probe_correlation,
-        "rss_mb": [r.before.rss_mb, r.peak_rss_mb, r.after.rss_mb],
-        "fds": [r.before.fds, r.after.fds],
-        "seconds": r.seconds,
-    }
 
 
 def test_the_probe_call_completes_through_the_attack(
