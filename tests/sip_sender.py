@@ -56,7 +56,10 @@ class Tally:
 
 
 def udp_socket(source_host: str) -> socket.socket:
+    """A non-blocking UDP socket on `source_host` with room for the engine's answers (a 404
+    to an INVITE with 900 Vias repeats them all: ~50 KB a datagram)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     sock.bind((source_host, 0))
     sock.setblocking(False)
     return sock

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import pjsua2 as pj
+import psutil
 
 from engine.errors import TelephonyError
 from engine.flow.abuse import RateLimiter, is_scanner
@@ -109,6 +110,29 @@ def build_has_ipv6() -> bool:
     (`pjsua2.BUILD_INFO`, build/pjsua2); the PyPI wheel has no marker and no working IPv6."""
     info = getattr(pj, "BUILD_INFO", None)
     return bool(isinstance(info, dict) and info.get("limits", {}).get("PJ_HAS_IPV6"))
+
+
+SIP_UDP_RECEIVE_BUFFER = 4 << 20  # bytes asked for; the kernel caps it at net.core.rmem_max
+
+
+def enlarge_receive_buffer(host: str, port: int) -> int:
+    """Ask for a larger receive buffer on the SIP UDP socket (pjsip leaves the kernel's
+    default, ~208 KiB): on loopback a 60 KB datagram takes ~128 KiB of it, so a burst of large
+    messages made the kernel drop everything behind them, small INVITEs included (measured:
+    90 % of 400 hostile datagrams a second dropped while the engine idled at 3 % CPU). Returns
+    the size the kernel granted (0 if the socket was not found)."""
+    try:
+        for conn in psutil.Process().net_connections(kind="udp"):
+            if conn.laddr and conn.laddr.port == port and conn.laddr.ip == host.strip("[]"):
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                with socket.fromfd(conn.fd, family, socket.SOCK_DGRAM) as sock:  # a dup
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SIP_UDP_RECEIVE_BUFFER)
+                    granted = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+                log.debug("SIP UDP receive buffer: %d bytes", granted)
+                return granted
+    except (OSError, psutil.Error) as error:
+        log.warning("cannot enlarge the SIP UDP receive buffer: %s", error)
+    return 0
 
 
 def build_survives_connection_floods() -> bool:
@@ -933,6 +957,8 @@ class PjsuaTelephony:
                     " (is another server using this port?)"
                 ) from None
         self._bound_port = port
+        if s.udp:
+            enlarge_receive_buffer(s.host, port)
         ep.libStart()
         ep.audDevManager().setNullDev()
 

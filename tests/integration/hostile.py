@@ -92,14 +92,12 @@ def flood(
 ) -> Tally:
     """`count` INVITEs for the probe's extension, as fast as the socket takes them, from one
     source (never ACKed: the answered ones time out on the engine's side). `bad_offer`: their
-    SDP moves the media to `999.1.1.1` (each one still costs the SIP stack two media sockets
-    until it is refused: the flood that aborted the PyPI wheel's pjlib before the pace)."""
+    SDP moves the media to `999.1.1.1` (refused at the SIP stack's door with 488; before that
+    door, each cost pjsua two media sockets, and such floods aborted the PyPI wheel's pjlib)."""
     tally = Tally()
     start = time.monotonic()
     rng = random.Random(7)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((source_host, 0))
-        sock.setblocking(False)
+    with udp_socket(source_host) as sock:
         target = Target(host, port, source_host, sock.getsockname()[1])
         for _ in range(count):
             body = sdp(rng, source_host)
