@@ -502,6 +502,8 @@ class ServerSettings(Strict):
     name: str = Field(default="vr-1", min_length=1, max_length=64)
     sip_host: str = "127.0.0.1"
     sip_port: int = Field(default=8922, ge=0, le=65535)
+    # first RTP port tried for a call's media (two per call); pjsua moves up past taken ones
+    rtp_port: int = Field(default=4000, ge=1024, le=65000)
     # None: UDP, and TCP too when the SIP stack survives connection floods (see
     # engine.server.sip_transports)
     sip_transports: tuple[Literal["udp", "tcp"], ...] | None = None

@@ -229,6 +229,7 @@ async def _serve(
             udp="udp" in transports,
             tcp="tcp" in transports,
             max_calls=settings.max_calls or 1000,
+            rtp_port=settings.rtp_port,
         )
     )
     http_socket = bind_http(settings.http_host, settings.http_port)
