@@ -338,7 +338,12 @@ def test_call_limit_of_the_wheel(procs: Callable[..., Proc], tmp_path: Path) -> 
     assert at_dtmf[-1]["rejected_full"] == 1  # the second INFO came after the 503
 
     log = server.stderr_tail(1_000_000)
-    warnings = [ln for ln in log.splitlines() if "refused 1 incoming call(s) with 503" in ln]
+    warnings = [
+        ln
+        for ln in log.splitlines()
+        if "turned away 1 request(s)" in ln
+        and "1 INVITEs with 503 (Retry-After 5 s) for every call slot busy" in ln
+    ]
     assert len(warnings) == 1, log
     assert "at most 4 concurrent calls (PJSUA_MAX_CALLS)" in warnings[0]
     assert "make pjsua2" in warnings[0]
