@@ -50,7 +50,7 @@ import time
 import traceback
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,7 @@ def build_has_ipv6() -> bool:
     return bool(isinstance(info, dict) and info.get("limits", {}).get("PJ_HAS_IPV6"))
 
 
+RECONCILE_INTERVAL = 2.0  # seconds between sweeps for calls that ended unreported
 SIP_UDP_RECEIVE_BUFFER = 4 << 20  # bytes asked for; the kernel caps it at net.core.rmem_max
 
 
@@ -315,6 +316,7 @@ class _CallState:
     last_rfc_dtmf: tuple[str, int] | None = None  # (digit, timestamp) of the last RFC 4733 press
     transfer_final_seen: bool = False
     pending_release: bool = False
+    created: float = field(default_factory=time.monotonic)
 
 
 def pick_free_port(host: str) -> int:
@@ -754,6 +756,7 @@ class PjsuaTelephony:
         self._calls: dict[CallId, _CallState] = {}
         self._retired_players: list[Any] = []
         self._deferred: list[Callable[[], None]] = []
+        self._last_reconcile = 0.0
         self._serial = 0
         self._token = 0
         self._self_ref = weakref.ref(self)
@@ -878,6 +881,7 @@ class PjsuaTelephony:
                 break
             _guard("command", command)
         self._run_deferred()
+        self._reconcile()
         self._publish_counts()
 
     def _run_deferred(self) -> None:
@@ -1054,6 +1058,7 @@ class PjsuaTelephony:
             ):
                 self._ep.libHandleEvents(10)
                 self._run_deferred()
+                self._reconcile()
                 self._publish_counts()
             # a few more turns to flush BYE/ACK transactions and deferred releases
             for _ in range(5):
@@ -1181,22 +1186,43 @@ class PjsuaTelephony:
             st.confirmed = True
             self._emit(CallConfirmed(call_id=key))
         elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            st.disconnected = True
-            # the call's bridge port is gone: no stopTransmit (pjsua 2.12 logs PJ_EINVAL)
-            st.audio = None
-            self._stop_player(st)
-            st.playback = None
-            self._emit(
-                CallDisconnected(
-                    call_id=key,
-                    sip_code=int(ci.lastStatusCode),
-                    reason=str(ci.lastReason),
-                    by_remote=not st.ended_by_us,
-                )
+            self._disconnected(st, int(ci.lastStatusCode), str(ci.lastReason))
+
+    def _disconnected(self, st: _CallState, sip_code: int, reason: str) -> None:
+        """The call is over: report it once, release its objects after this turn."""
+        key = st.key
+        st.disconnected = True
+        # the call's bridge port is gone: no stopTransmit (pjsua 2.12 logs PJ_EINVAL)
+        st.audio = None
+        self._stop_player(st)
+        st.playback = None
+        self._emit(
+            CallDisconnected(
+                call_id=key, sip_code=sip_code, reason=reason, by_remote=not st.ended_by_us
             )
-            # release the Call object after this callback has returned
-            st.pending_release = True
-            self._deferred.append(lambda: self._release(key))
+        )
+        # release the Call object after this callback has returned
+        st.pending_release = True
+        self._deferred.append(lambda: self._release(key))
+
+    def _reconcile(self) -> None:
+        """Calls pjsua has ended without a DISCONNECTED state reaching us (seen once under an
+        INVITE flood with the PyPI wheel: the hang-up at shutdown then said "INVITE session
+        already terminated" and the call stayed active for ever) are reported as ended."""
+        now = time.monotonic()
+        if now - self._last_reconcile < RECONCILE_INTERVAL:
+            return
+        self._last_reconcile = now
+        for st in list(self._calls.values()):
+            if st.disconnected or now - st.created < RECONCILE_INTERVAL:
+                continue
+            try:
+                active = bool(st.call.isActive())
+            except pj.Error:
+                active = False
+            if not active:
+                log.warning("call %s: ended in the SIP stack without a state report", st.key)
+                self._disconnected(st, 0, "ended in the SIP stack")
 
     def _release(self, key: CallId) -> None:
         st = self._calls.pop(key, None)
