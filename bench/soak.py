@@ -71,6 +71,7 @@ from tests.integration.engine_helpers import (  # noqa: E402
     start_engine,
     start_target,
     summary_of,
+    target_command,
 )
 
 MIB = 2**20
@@ -659,19 +660,7 @@ class Soak:
                 new = None
                 for attempt in range(10):
                     new = self.procs.start(
-                        [
-                            sys.executable,
-                            "-m",
-                            "engine.telephony.caller",
-                            "--listen",
-                            "--answer-with",
-                            str(code),
-                            "--local-port",
-                            str(port),
-                            "--duration",
-                            str(self.target_seconds),
-                        ],
-                        name=f"target{code}",
+                        target_command(code, self.target_seconds, port), name=f"target{code}"
                     )
                     try:
                         new.first("listening", timeout=20)

@@ -335,21 +335,25 @@ def engine_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "engine.cli"]
 
 
-def start_target(procs: Procs, code: int, name: str, duration: float = 600) -> tuple[Proc, int]:
+def target_command(code: int, duration: float = 600, local_port: int = 0) -> list[str]:
     """A transfer target (caller listen mode) answering every INVITE with `code`."""
-    target = procs.start(
-        [
-            sys.executable,
-            "-m",
-            "engine.telephony.caller",
-            "--listen",
-            "--answer-with",
-            str(code),
-            "--duration",
-            str(duration),
-        ],
-        name=name,
-    )
+    return [
+        sys.executable,
+        "-m",
+        "engine.telephony.caller",
+        "--listen",
+        "--answer-with",
+        str(code),
+        "--local-port",
+        str(local_port),
+        "--duration",
+        str(duration),
+    ]
+
+
+def start_target(procs: Procs, code: int, name: str, duration: float = 600) -> tuple[Proc, int]:
+    """A transfer target answering every INVITE with `code`, and its SIP port."""
+    target = procs.start(target_command(code, duration), name=name)
     return target, int(target.first("listening", timeout=20)["port"])
 
 
