@@ -490,10 +490,13 @@ class DisaSettings(Strict):
 
 class SipRateLimit(Strict):
     """New INVITEs accepted per source address: `invites_per_second` on average, bursts of
-    up to `burst`. Beyond it the INVITE gets 503. 0 turns the limit off."""
+    up to `burst`. Beyond it the INVITE gets 503. 0 turns the limit off. Also at most
+    `max_unconfirmed` answered calls per source still waiting for their ACK (a PBX ACKs
+    within milliseconds; a flood never does): more INVITEs from that source get 503."""
 
     invites_per_second: float = Field(default=100, ge=0)
     burst: int = Field(default=200, ge=1)
+    max_unconfirmed: int = Field(default=20, ge=1)
 
 
 class ServerSettings(Strict):

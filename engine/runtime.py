@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -100,6 +101,7 @@ class ActiveCall:
     disa_failure_counted: bool = False
     sip: dict[str, Any] = field(default_factory=dict)
     dtmf_methods: dict[str, int] = field(default_factory=dict)
+    confirmed: bool = False  # the ACK came (CallConfirmed)
 
 
 def utc_now() -> datetime:
@@ -146,6 +148,7 @@ class Runtime:
             else None
         )
         self.calls_total = 0
+        self._unconfirmed: Counter[str] = Counter()  # answered, no ACK yet, by source address
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -182,6 +185,7 @@ class Runtime:
             return
         match event:
             case CallConfirmed():
+                self._confirmed(call)
                 call.sip["confirmed_at"] = self.clock().isoformat()
                 self._feed(call, CallAnswered(at=self.clock()))
             case DtmfDigit():
@@ -223,6 +227,15 @@ class Runtime:
         ):
             self.metrics.invites.labels("503").inc()
             self.telephony.reject(incoming.call_id, 503, "Service Unavailable (rate limit)")
+            return True
+        if self._unconfirmed[incoming.source_host] >= self.server.sip_rate_limit.max_unconfirmed:
+            self.metrics.invites.labels("503").inc()
+            log.debug(
+                "refusing an INVITE from %s: too many unacknowledged calls", incoming.source_host
+            )
+            self.telephony.reject(
+                incoming.call_id, 503, "Service Unavailable (unacknowledged calls)"
+            )
             return True
         if incoming.offer_problem is not None:
             self.metrics.invites.labels("488").inc()
@@ -294,6 +307,7 @@ class Runtime:
             transfer_domain=domain,
         )
         self.calls[incoming.call_id] = call
+        self._unconfirmed[incoming.source_host] += 1
         self._idle.clear()
         self.calls_total += 1
         self.metrics.invites.labels("200").inc()
@@ -447,7 +461,18 @@ class Runtime:
 
     # --- the end of a call -------------------------------------------------------------------
 
+    def _confirmed(self, call: ActiveCall) -> None:
+        """The call's ACK came (or the call ended first): it no longer counts as unconfirmed."""
+        if call.confirmed:
+            return
+        call.confirmed = True
+        source = call.incoming.source_host
+        self._unconfirmed[source] -= 1
+        if self._unconfirmed[source] <= 0:
+            del self._unconfirmed[source]
+
     def _finish(self, call: ActiveCall) -> None:
+        self._confirmed(call)
         for handle in call.timers.values():
             handle.cancel()
         for task in call.requests.values():

@@ -329,3 +329,21 @@ def test_an_offer_the_media_stack_cannot_carry_gets_488_and_no_call(tmp_path: Pa
     assert tel.named("reject") == [("reject", "bad", 488)]
     assert [c[1] for c in tel.named("answer")] == ["good"]
     assert 'vr_sip_invites_total{code="488"} 1.0' in metrics
+
+
+def test_a_source_with_too_many_unacknowledged_calls_gets_503(tmp_path: Path) -> None:
+    async def run() -> FakeTelephony:
+        runtime, tel = make_runtime(tmp_path, sip_rate_limit={"max_unconfirmed": 2})
+        for n in range(3):  # answered, never ACKed: the third is one too many
+            runtime.on_event(incoming(f"f{n}", source_host="192.0.2.9"))
+        runtime.on_event(incoming("other", source_host="192.0.2.10"))  # another source
+        runtime.on_event(CallConfirmed(call_id="f0"))  # an ACK frees a place
+        runtime.on_event(incoming("f3", source_host="192.0.2.9"))
+        runtime.on_event(incoming("f4", source_host="192.0.2.9"))
+        runtime.on_event(CallDisconnected(call_id="f1", sip_code=408, reason="", by_remote=True))
+        runtime.on_event(incoming("f5", source_host="192.0.2.9"))  # so does an end
+        return tel
+
+    tel = asyncio.run(run())
+    assert tel.named("reject") == [("reject", "f2", 503), ("reject", "f4", 503)]
+    assert [c[1] for c in tel.named("answer")] == ["f0", "f1", "other", "f3", "f5"]
