@@ -92,13 +92,17 @@ def make_chirp(path: Path, seconds: float, f0: float = 300.0, f1: float = 3000.0
     return np.asarray(data, dtype=np.float64)
 
 
-def machine_facts(python: str) -> dict[str, Any]:
-    cpu = "?"
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), "?" if unknown."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def machine_facts(python: str) -> dict[str, Any]:
+    cpu = cpu_model()
     build = subprocess.run(
         [
             python,

@@ -60,6 +60,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from load import cpu_model  # noqa: E402
+
 from tests.http_servers import Handler, LoopbackServer, Seen  # noqa: E402
 from tests.integration import engine_helpers  # noqa: E402
 from tests.integration.engine_helpers import (  # noqa: E402
@@ -944,12 +946,7 @@ def redact(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     pj_version = None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         pj = subprocess.run(

@@ -1150,9 +1150,12 @@ class PjsuaTelephony:
         whole = str(rdata.wholeMsg)
         info = parse_invite(whole)
         host, port = parse_host_port(str(rdata.srcAddress))
-        ctype, body = message_body(whole)
-        ipv6 = ":" in self.settings.host
-        problem = sdp_problem(body, ipv6=ipv6) if ctype == "application/sdp" else None
+        # the gate refused such offers before pjsua saw them; without it, the runtime does (488)
+        problem = None
+        if self._gate is None:
+            ctype, body = message_body(whole)
+            if ctype == "application/sdp":
+                problem = sdp_problem(body, ipv6=":" in self.settings.host)
         self._emit(
             IncomingCall(
                 call_id=key,

@@ -147,12 +147,9 @@ def parse_info_dtmf(whole_msg: str) -> str | None:
     The body is the bare digit (`5`) or, from some gateways, `Signal=5` lines like
     `application/dtmf-relay`. Digits are upper-cased; `*`/`#` kept; 10/11 mean `*`/`#`.
     """
-    _, headers = split_headers(whole_msg)
-    ctype = headers.get("content-type", [""])[0]
-    if ctype.split(";", 1)[0].strip().lower() != "application/dtmf":
+    ctype, body = message_body(whole_msg)
+    if ctype != "application/dtmf":
         return None
-    parts = re.split(r"\r?\n\r?\n", whole_msg, maxsplit=1)
-    body = parts[1] if len(parts) == 2 else ""
     m = re.search(r"(?im)^\s*signal\s*=\s*(\S+)", body)
     token = (m.group(1) if m else body).strip()
     if not token:
