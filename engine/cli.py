@@ -31,6 +31,16 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="HOST[:PORT] for Refer-To URIs (default: where each INVITE came from)",
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    serve.add_argument(
+        "--pjsip-log-level",
+        type=int,
+        default=1,
+        choices=range(7),
+        metavar="0-6",
+        help="pjsip's own log detail, for diagnosis (default 1: errors); its lines above 2 are"
+        " written at --log-level debug. 4 and above write whole SIP messages and key presses,"
+        " PINs included: never leave it on",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from engine.server import serve
 
             base = args.config.parent if args.config else Path.cwd()
-            return serve(config, data_dir=args.data_dir, log_level=args.log_level, base=base)
+            return serve(
+                config,
+                data_dir=args.data_dir,
+                log_level=args.log_level,
+                pjsip_log_level=args.pjsip_log_level,
+                base=base,
+            )
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

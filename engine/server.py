@@ -171,10 +171,23 @@ def sip_transports(settings: ServerSettings) -> tuple[str, ...]:
     return tuple(settings.sip_transports)
 
 
+PJSIP_LOG_WARNING = (
+    "pjsip log level %d writes whole SIP messages and key presses (PINs included) to the log "
+    "(at --log-level debug): for diagnosis only, never in production"
+)
+
+
 def serve(
-    config: ConfigFile, *, data_dir: Path, log_level: str = "info", base: Path | None = None
+    config: ConfigFile,
+    *,
+    data_dir: Path,
+    log_level: str = "info",
+    pjsip_log_level: int = 1,
+    base: Path | None = None,
 ) -> int:
     setup_logging(log_level)
+    if pjsip_log_level >= 4:
+        log.warning(PJSIP_LOG_WARNING, pjsip_log_level)
     settings = config.server
     check_sip_host(settings.sip_host)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -204,7 +217,16 @@ def serve(
                 )
         token = api_token(config, data_dir)
         return asyncio.run(
-            _serve(config, snapshot.receptionists, snapshot.files, prompts, token, data_dir, store)
+            _serve(
+                config,
+                snapshot.receptionists,
+                snapshot.files,
+                prompts,
+                token,
+                data_dir,
+                store,
+                pjsip_log_level=pjsip_log_level,
+            )
         )
     finally:
         store.close()
@@ -218,6 +240,8 @@ async def _serve(
     token: str,
     data_dir: Path,
     store: Store,
+    *,
+    pjsip_log_level: int = 1,
 ) -> int:
     settings = config.server
     loop = asyncio.get_running_loop()
@@ -230,6 +254,7 @@ async def _serve(
             tcp="tcp" in transports,
             max_calls=settings.max_calls or 1000,
             rtp_port=settings.rtp_port,
+            log_level=pjsip_log_level,
         )
     )
     http_socket = bind_http(settings.http_host, settings.http_port)
