@@ -135,3 +135,33 @@ def test_sip_transports_default_to_what_the_build_survives(
     with caplog.at_level(logging.WARNING, logger="vr.server"):
         assert sip_transports(settings) == expected
     assert any("abort the whole engine" in r.getMessage() for r in caplog.records) is warned
+
+
+@pytest.mark.parametrize(
+    ("argv", "level"),
+    [([], 1), (["--pjsip-log-level", "0"], 0), (["--pjsip-log-level", "5"], 5)],
+)
+def test_the_pjsip_log_level_reaches_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], level: int
+) -> None:
+    import engine.server
+    from engine.cli import main
+
+    seen: dict[str, object] = {}
+
+    def fake_serve(config: object, **kwargs: object) -> int:
+        seen.update(kwargs)
+        return 0
+
+    monkeypatch.setattr(engine.server, "serve", fake_serve)
+    assert main(["serve", "--demo", "--data-dir", str(tmp_path), *argv]) == 0
+    assert seen["pjsip_log_level"] == level
+
+
+def test_a_pjsip_log_level_out_of_range_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--demo", "--pjsip-log-level", "7"])
+    assert exit_info.value.code == 2
+    assert "--pjsip-log-level" in capsys.readouterr().err

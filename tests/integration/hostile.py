@@ -89,14 +89,19 @@ def flood(
     *,
     source_host: str = FLOOD_SOURCE,
     bad_offer: bool = False,
+    seed: int = 7,
 ) -> Tally:
     """`count` INVITEs for the probe's extension, as fast as the socket takes them, from one
     source (never ACKed: the answered ones time out on the engine's side). `bad_offer`: their
     SDP moves the media to `999.1.1.1` (refused at the SIP stack's door with 488; before that
-    door, each cost pjsua two media sockets, and such floods aborted the PyPI wheel's pjlib)."""
+    door, each cost pjsua two media sockets, and such floods aborted the PyPI wheel's pjlib).
+    Each flood needs a `seed` of its own: pjsip keys an INVITE transaction by its Via branch
+    alone, so a second flood repeating the first one's branches is absorbed by the transaction
+    layer, before any module of ours, as retransmissions of transactions still alive (a
+    rejected INVITE that is never ACKed lives 32 s, SIP timer H)."""
     tally = Tally()
     start = time.monotonic()
-    rng = random.Random(7)
+    rng = random.Random(seed)
     with udp_socket(source_host) as sock:
         target = Target(host, port, source_host, sock.getsockname()[1])
         for _ in range(count):
@@ -220,8 +225,10 @@ def attack(
         dialog = dialog_with_reinvites(
             host, port, PROBE_EXTENSION, 20, seed + 2, source_host="127.0.0.3"
         )
-        flooded = flood(host, port, flood_count)
-        bad_offers = flood(host, port, flood_count, source_host="127.0.0.5", bad_offer=True)
+        flooded = flood(host, port, flood_count, seed=seed + 3)
+        bad_offers = flood(
+            host, port, flood_count, source_host="127.0.0.5", bad_offer=True, seed=seed + 4
+        )
         probe.signal(signal.SIGUSR1)
         summary = summary_of(probe, timeout=probe_seconds)
         probe_record = engine.record(session)

@@ -321,3 +321,9 @@ def test_sipp_unknown_extension_gets_404(world: World) -> None:
     finals = [t.splitlines()[0] for t in run.received() if re.match(r"SIP/2\.0 [2-6]", t)]
     # exactly one 404: the ACK matched the INVITE transaction (no retransmission in 1 s)
     assert finals == ["SIP/2.0 404 Not Found"], run.report()
+
+
+def test_the_pjsip_trace_is_announced_as_unsafe(world: World) -> None:
+    # the engine here runs with --pjsip-log-level 5: whole SIP messages and key presses
+    log = world.engine.proc.stderr_text()
+    assert "pjsip log level 5 writes whole SIP messages and key presses (PINs included)" in log
