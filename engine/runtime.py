@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from engine.action_urls import CallFacts
-from engine.flow.abuse import RateLimiter, is_scanner
+from engine.flow.abuse import is_scanner
 from engine.flow.actions import (
     Action,
     CancelActionUrl,
@@ -61,6 +60,7 @@ from engine.metrics import Metrics
 from engine.model import ActionUrl, Receptionist, ServerSettings
 from engine.prompts import PromptLibrary
 from engine.records import CallRecords, to_document
+from engine.source_limits import SourceLimits
 from engine.telephony.base import (
     CallConfirmed,
     CallDisconnected,
@@ -127,6 +127,7 @@ class Runtime:
         records: CallRecords,
         clock: Callable[[], datetime] = utc_now,
         lockout_sink: LockoutSink | None = None,
+        source_limits: SourceLimits | None = None,
     ) -> None:
         self.server = server
         self.tz = ZoneInfo(server.timezone)
@@ -141,14 +142,9 @@ class Runtime:
         self.calls: dict[CallId, ActiveCall] = {}
         self.draining = False
         self.metrics = Metrics()
-        limit = server.sip_rate_limit
-        self._rate_limiter = (
-            RateLimiter(rate=limit.invites_per_second, burst=limit.burst)
-            if limit.invites_per_second > 0
-            else None
-        )
+        # shared with the SIP stack's door, which applies them before pjsua when it can
+        self.source_limits = source_limits or SourceLimits(server.sip_rate_limit)
         self.calls_total = 0
-        self._unconfirmed: Counter[str] = Counter()  # answered, no ACK yet, by source address
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -222,20 +218,13 @@ class Runtime:
             log.debug("refusing a SIP scanner at %s", incoming.source_host)
             self.telephony.reject(incoming.call_id, 403, "Forbidden")
             return True
-        if self._rate_limiter is not None and not self._rate_limiter.allow(
-            incoming.source_host, time.monotonic()
-        ):
+        refusal = self.source_limits.admit(
+            incoming.source_host, time.monotonic(), rate=not incoming.admitted
+        )
+        if refusal is not None:
             self.metrics.invites.labels("503").inc()
-            self.telephony.reject(incoming.call_id, 503, "Service Unavailable (rate limit)")
-            return True
-        if self._unconfirmed[incoming.source_host] >= self.server.sip_rate_limit.max_unconfirmed:
-            self.metrics.invites.labels("503").inc()
-            log.debug(
-                "refusing an INVITE from %s: too many unacknowledged calls", incoming.source_host
-            )
-            self.telephony.reject(
-                incoming.call_id, 503, "Service Unavailable (unacknowledged calls)"
-            )
+            log.debug("refusing an INVITE from %s: %s", incoming.source_host, refusal)
+            self.telephony.reject(incoming.call_id, 503, f"Service Unavailable ({refusal})")
             return True
         if incoming.offer_problem is not None:
             self.metrics.invites.labels("488").inc()
@@ -307,7 +296,7 @@ class Runtime:
             transfer_domain=domain,
         )
         self.calls[incoming.call_id] = call
-        self._unconfirmed[incoming.source_host] += 1
+        self.source_limits.answered(incoming.source_host)
         self._idle.clear()
         self.calls_total += 1
         self.metrics.invites.labels("200").inc()
@@ -466,10 +455,7 @@ class Runtime:
         if call.confirmed:
             return
         call.confirmed = True
-        source = call.incoming.source_host
-        self._unconfirmed[source] -= 1
-        if self._unconfirmed[source] <= 0:
-            del self._unconfirmed[source]
+        self.source_limits.settled(call.incoming.source_host)
 
     def _finish(self, call: ActiveCall) -> None:
         self._confirmed(call)

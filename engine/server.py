@@ -28,6 +28,7 @@ from engine.errors import PromptError, TelephonyError, VrError
 from engine.model import TRUSTED_STORE, Receptionist, ServerSettings
 from engine.prompts import PromptLibrary
 from engine.runtime import Runtime, format_host
+from engine.source_limits import SourceLimits
 from engine.store import Store, StoreCallRecords, StoreDisaSink, seed_from_config
 from engine.telephony.pjsua import (
     PjsuaTelephony,
@@ -246,6 +247,7 @@ async def _serve(
     settings = config.server
     loop = asyncio.get_running_loop()
     transports = sip_transports(settings)
+    source_limits = SourceLimits(settings.sip_rate_limit)
     telephony = PjsuaTelephony(
         SipSettings(
             host=settings.sip_host,
@@ -255,7 +257,8 @@ async def _serve(
             max_calls=settings.max_calls or 1000,
             rtp_port=settings.rtp_port,
             log_level=pjsip_log_level,
-        )
+        ),
+        source_limits,
     )
     http_socket = bind_http(settings.http_host, settings.http_port)
     client = ActionUrlClient()
@@ -270,6 +273,7 @@ async def _serve(
         action_urls=client,
         records=StoreCallRecords(store),
         lockout_sink=StoreDisaSink(store),
+        source_limits=source_limits,
     )
     runtime.lockouts.restore(
         store.disa_lockouts(now), store.disa_failures(now - settings.disa.failure_window)

@@ -318,6 +318,24 @@ def test_scanners_and_floods_are_refused_at_the_door(tmp_path: Path) -> None:
     assert [c[1] for c in tel.named("answer")] == ["f0", "f1", "other"]
 
 
+def test_an_invite_the_door_admitted_spends_no_second_rate_token(tmp_path: Path) -> None:
+    # the SIP stack's door applied the source's rate already (`admitted`); the runtime checks
+    # only the unacknowledged calls, which the door may have counted before any was answered
+    async def run() -> FakeTelephony:
+        runtime, tel = make_runtime(
+            tmp_path,
+            sip_rate_limit={"invites_per_second": 1, "burst": 2, "max_unconfirmed": 3},
+        )
+        for n in range(4):
+            runtime.on_event(incoming(f"a{n}", source_host="192.0.2.9", admitted=True))
+        runtime.on_event(incoming("not-admitted", source_host="192.0.2.11"))
+        return tel
+
+    tel = asyncio.run(run())
+    assert tel.named("reject") == [("reject", "a3", 503)]  # the 4th: 3 unacknowledged
+    assert [c[1] for c in tel.named("answer")] == ["a0", "a1", "a2", "not-admitted"]
+
+
 def test_an_offer_the_media_stack_cannot_carry_gets_488_and_no_call(tmp_path: Path) -> None:
     async def run() -> tuple[FakeTelephony, str]:
         runtime, tel = make_runtime(tmp_path)

@@ -35,6 +35,7 @@ class IncomingCall:
     session_id: str | None  # X-Session-ID header of the PBX, if present
     user_agent: str  # User-Agent header, "" if none
     offer_problem: str | None = None  # why the INVITE's SDP offer cannot be served (→ 488)
+    admitted: bool = False  # the SIP stack's door applied the per-source rate limit already
 
 
 @dataclass(frozen=True, kw_only=True)

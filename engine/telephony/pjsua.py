@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import ctypes
 import gc
+import ipaddress
 import logging
 import queue
 import socket
@@ -49,6 +50,7 @@ import threading
 import time
 import traceback
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +61,7 @@ import psutil
 
 from engine.errors import TelephonyError
 from engine.flow.abuse import RateLimiter, is_scanner
+from engine.source_limits import SourceLimits
 from engine.telephony.base import (
     CallConfirmed,
     CallDisconnected,
@@ -493,7 +496,30 @@ _KEEP_ALIVE: list[object] = []
 # msg_buf points into the rx data's own packet buffer, before msg_info. The offset of `info`
 # depends on build options (PJSIP_MAX_PKT_LEN), so it is found once, at run time, by looking
 # for the stored pointer, and checked on every request.
+ADMITTED_MEMORY = 4096  # Call-IDs of INVITEs the door let through, not yet reported by pjsua
 RAW_SCAN_LIMIT = 1 << 18  # bytes of the rx data searched for msg_info.info (once)
+
+
+def _source_at(rdata: int, m: int) -> str | None:
+    """`pkt_info`'s source address, read backwards from `msg_info` at `rdata + m` (see
+    `_RawLocator.source`); None unless every field agrees."""
+    family = ctypes.c_uint16.from_address(rdata + m - 88).value
+    sin_port = int.from_bytes(ctypes.string_at(rdata + m - 86, 2), "big")
+    if family == socket.AF_INET:
+        packed = ctypes.string_at(rdata + m - 84, 4)
+    elif family == socket.AF_INET6:
+        packed = ctypes.string_at(rdata + m - 80, 16)
+    else:
+        return None
+    port = ctypes.c_int.from_address(rdata + m - 8).value
+    name = ctypes.string_at(rdata + m - 56, 46).split(b"\0", 1)[0]
+    try:
+        address = ipaddress.ip_address(name.decode("ascii"))
+    except ValueError:
+        return None
+    if not 0 < port < 65536 or port != sin_port or address.packed != packed:
+        return None
+    return str(address)
 
 
 class _RawLocator:
@@ -502,6 +528,7 @@ class _RawLocator:
     def __init__(self) -> None:
         self.offset: int | None = None  # of msg_info.info in pjsip_rx_data
         self.failed = False
+        self.source_failed = False
 
     def _find(self, rdata: int, info: int) -> int | None:
         for offset in range(24, RAW_SCAN_LIMIT, 8):
@@ -515,10 +542,10 @@ class _RawLocator:
         length = ctypes.c_int.from_address(rdata + offset - 16).value
         return rdata < msg_buf < rdata + offset and 0 < length <= offset
 
-    def raw(self, rdata: int, info: int) -> bytes | None:
-        """The request's text, or None when the layout is not the expected one."""
+    def located(self, rdata: int, info: int) -> bool:
+        """Whether this request's `msg_info` is where it is expected (found on first use)."""
         if self.failed:
-            return None
+            return False
         if self.offset is None:
             self.offset = self._find(rdata, info)
             if self.offset is None:
@@ -527,16 +554,41 @@ class _RawLocator:
                     "cannot read received SIP text in this pjsip build: scanners are refused "
                     "by the runtime (403) instead of being ignored"
                 )
-                return None
+                return False
             log.debug("pjsip_rx_data.msg_info.info found at offset %d", self.offset)
         offset = self.offset
-        if ctypes.c_void_p.from_address(rdata + offset).value != info or not self._plausible(
+        return ctypes.c_void_p.from_address(rdata + offset).value == info and self._plausible(
             rdata, offset
-        ):
+        )
+
+    def raw(self, rdata: int, info: int) -> bytes | None:
+        """The request's text, or None when the layout is not the expected one."""
+        if not self.located(rdata, info):
             return None
+        offset = self.offset or 0
         msg_buf = ctypes.c_void_p.from_address(rdata + offset - 24).value or 0
         length = ctypes.c_int.from_address(rdata + offset - 16).value
         return ctypes.string_at(msg_buf, length)
+
+    def source(self, rdata: int) -> str | None:
+        """The address the request came from (`pkt_info.src_name`), or None when the layout is
+        not the expected one. Call only after `raw` read this request's text.
+
+        `pkt_info` ends where `msg_info` starts (M = offset of msg_info.info - 24), with
+        `pj_ssize_t len` 8-aligned: then `src_addr` (pj_sockaddr) at M-88, `src_name`
+        (char[46]) at M-56 and `int src_port` at M-8, whatever PJSIP_MAX_PKT_LEN is. Each read
+        is checked against the others: the family, the port twice, the address twice."""
+        if self.offset is None or self.source_failed:
+            return None
+        m = self.offset - 24
+        found = _source_at(rdata, m)
+        if found is None:
+            self.source_failed = True
+            log.warning(
+                "cannot read a request's source address in this pjsip build: the per-source "
+                "limits act in the runtime, after pjsua has created the call"
+            )
+        return found
 
 
 class _FullGate:
@@ -552,14 +604,22 @@ class _FullGate:
     """
 
     def __init__(
-        self, lib: ctypes.CDLL, limit_text: str, pace: RateLimiter | None, ipv6: bool
+        self,
+        lib: ctypes.CDLL,
+        limit_text: str,
+        pace: RateLimiter | None,
+        ipv6: bool,
+        limits: SourceLimits | None = None,
     ) -> None:
         self._lib = lib
         self._limit_text = limit_text
         self._pace = pace  # new calls a second the build survives; None: no limit
         self._ipv6 = ipv6  # the media family of the server (for `sdp_problem`)
+        self._limits = limits  # per source: applied here when the source address can be read
+        self._admitted: OrderedDict[str, None] = OrderedDict()  # Call-IDs let through
         self.rejected = 0  # 503s
         self.paced = 0  # of `rejected`: refused by the pace, not by full slots
+        self.source_refused = 0  # 503s for a source over its limits (rate, unacknowledged)
         self.bad_offers = 0  # 400/488s: an SDP offer pjmedia cannot carry
         self.scanners = 0  # requests of known SIP scanners, dropped without an answer
         self._raw = _RawLocator()
@@ -636,7 +696,9 @@ class _FullGate:
             info = lib.pjsip_rx_data_get_info(rdata)  # "Request msg INVITE/cseq=1 (rdata…)"
             if not info:
                 return 0
-            if self._is_scanner(rdata, info):
+            raw = self._raw.raw(rdata, info)
+            headers = split_headers(raw.decode("utf-8", "replace"))[1] if raw is not None else {}
+            if any(is_scanner(agent) for agent in headers.get("user-agent", [])):
                 self.scanners += 1  # no answer: to a scanner, nothing is listening here
                 self.log_pending()
                 return 1
@@ -649,11 +711,28 @@ class _FullGate:
                 self.bad_offers += 1
                 self.log_pending()
                 return 1
+            refusal, admitted = self._source_refusal(rdata, raw is not None)
+            if refusal is not None:
+                text = f"Service Unavailable ({refusal})".encode()
+                reason = _PjStr(text, len(text))
+                status = lib.pjsip_endpt_respond_stateless(
+                    self._endpt, rdata, 503, ctypes.addressof(reason), None, None
+                )
+                if status != 0:
+                    return 0  # not answered: leave the request to pjsua and the runtime
+                self.source_refused += 1
+                self.log_pending()
+                return 1
             full = int(lib.pjsua_call_get_count()) >= int(lib.pjsua_call_get_max_count())
             paced = (
                 not full and self._pace is not None and not self._pace.allow("", time.monotonic())
             )
             if not full and not paced:
+                call_id = headers.get("call-id", [""])[0]
+                if admitted and call_id:
+                    self._admitted[call_id] = None
+                    while len(self._admitted) > ADMITTED_MEMORY:
+                        self._admitted.popitem(last=False)
                 return 0
             status = lib.pjsip_endpt_respond_stateless(
                 self._endpt, rdata, 503, None, ctypes.addressof(self._hdrs), None
@@ -668,14 +747,26 @@ class _FullGate:
             clear_last_exception()
             return 0
 
-    def _is_scanner(self, rdata: int, info: int) -> bool:
-        """Whether an out-of-dialog request comes from a well-known SIP scanner (its
-        User-Agent, `engine.flow.abuse.is_scanner`)."""
-        raw = self._raw.raw(rdata, info)
-        if raw is None:
+    def _source_refusal(self, rdata: int, located: bool) -> tuple[str | None, bool]:
+        """(why a new INVITE's source is over its limits or None, whether they were applied).
+        `located`: the request's `msg_info` was found where expected (its text was read)."""
+        if self._limits is None or not located:
+            return None, False
+        source = self._raw.source(rdata)
+        if source is None:
+            return None, False
+        return self._limits.admit(source, time.monotonic()), True
+
+    def take_admitted(self, call_id: str) -> bool:
+        """Whether this module let the INVITE of `call_id` through after applying the
+        per-source limits. pjsua reports an INVITE later, from a copy of its rx data (after
+        creating its media), so the INVITEs let through are remembered by Call-ID (the last
+        `ADMITTED_MEMORY` of them: pjsua may refuse one without reporting it)."""
+        try:
+            del self._admitted[call_id]
+        except KeyError:
             return False
-        _, headers = split_headers(raw.decode("utf-8", "replace"))
-        return any(is_scanner(agent) for agent in headers.get("user-agent", []))
+        return True
 
     def _offer_refusal(self, rdata: int) -> int:
         """400 when the INVITE's SDP does not parse, 488 when pjmedia could not carry it
@@ -699,7 +790,7 @@ class _FullGate:
         """Warn about rejections not yet logged, at most once per FULL_LOG_INTERVAL."""
         try:
             now = time.monotonic()
-            total = self.rejected + self.bad_offers + self.scanners
+            total = self.rejected + self.source_refused + self.bad_offers + self.scanners
             new = total - self._logged
             if new <= 0 or (not force and now - self._last_log < FULL_LOG_INTERVAL):
                 return
@@ -707,14 +798,16 @@ class _FullGate:
             log.warning(
                 "turned away %d request(s) at the SIP stack's door; in all: %d INVITEs with 503"
                 " (Retry-After %d s) for every call slot busy (%s), %d with 503 for new calls"
-                " arriving faster than %s a second, %d with 400/488 for an SDP offer the media"
-                " stack cannot carry, %d requests of SIP scanners ignored",
+                " arriving faster than %s a second, %d with 503 for a source over its limits"
+                " (sip_rate_limit), %d with 400/488 for an SDP offer the media stack cannot"
+                " carry, %d requests of SIP scanners ignored",
                 new,
                 self.rejected - self.paced,
                 FULL_RETRY_AFTER,
                 self._limit_text,
                 self.paced,
                 f"{self._pace.rate:g}" if self._pace is not None else "any",
+                self.source_refused,
                 self.bad_offers,
                 self.scanners,
             )
@@ -725,8 +818,11 @@ class _FullGate:
 class PjsuaTelephony:
     """`engine.telephony.base.Telephony` on pjsua2 (see the module doc string)."""
 
-    def __init__(self, settings: SipSettings | None = None) -> None:
+    def __init__(
+        self, settings: SipSettings | None = None, source_limits: SourceLimits | None = None
+    ) -> None:
         self.settings = settings or SipSettings()
+        self._source_limits = source_limits  # applied at the SIP stack's door when given
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -1020,7 +1116,13 @@ class PjsuaTelephony:
             if build_survives_connection_floods()
             else RateLimiter(rate=FRAGILE_NEW_CALL_RATE, burst=FRAGILE_NEW_CALL_BURST)
         )
-        gate = _FullGate(self._lib, limit_text, pace, ipv6=":" in self.settings.host)
+        gate = _FullGate(
+            self._lib,
+            limit_text,
+            pace,
+            ipv6=":" in self.settings.host,
+            limits=self._source_limits,
+        )
         try:
             gate.register()
         except Exception as exc:
@@ -1151,8 +1253,17 @@ class PjsuaTelephony:
         info = parse_invite(whole)
         host, port = parse_host_port(str(rdata.srcAddress))
         # the gate refused such offers before pjsua saw them; without it, the runtime does (488)
+        gate = self._gate
+        admitted = gate is not None and bool(info.call_id) and gate.take_admitted(info.call_id)
+        log.debug(
+            "call %s: INVITE from %s:%d (per-source rate checked at the door: %s)",
+            key,
+            host,
+            port,
+            "yes" if admitted else "no",
+        )
         problem = None
-        if self._gate is None:
+        if gate is None:
             ctype, body = message_body(whole)
             if ctype == "application/sdp":
                 problem = sdp_problem(body, ipv6=":" in self.settings.host)
@@ -1168,6 +1279,7 @@ class PjsuaTelephony:
                 session_id=info.session_id,
                 user_agent=info.user_agent,
                 offer_problem=problem,
+                admitted=admitted,
             )
         )
 

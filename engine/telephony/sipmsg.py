@@ -38,6 +38,7 @@ class InviteInfo:
     transport: Transport
     session_id: str | None
     user_agent: str
+    call_id: str = ""
 
 
 def split_headers(whole_msg: str) -> tuple[str, dict[str, list[str]]]:
@@ -125,6 +126,7 @@ def parse_invite(whole_msg: str) -> InviteInfo:
         transport=via_transport(top_via) if top_via else "udp",
         session_id=session[0] if session and session[0] else None,
         user_agent=headers.get("user-agent", [""])[0],
+        call_id=headers.get("call-id", [""])[0],
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from collections.abc import Iterator
 
@@ -132,14 +133,21 @@ def test_the_reinvites_of_a_live_dialog_are_answered(report: tuple[AttackReport,
 
 def test_the_floods_are_held(report: tuple[AttackReport, Engine]) -> None:
     r, engine = report
+    log = engine.proc.stderr_text()
     capacity = engine.status()["capacity"]
     # held by the call slots, the per-source limits (rate: burst 200, then 100 a second; at
     # most 20 answered calls waiting for their ACK, which a flood never sends) and, on the
     # PyPI wheel, the pace of new calls (10 a second): the engine answers (200) at most what
     # these allow and refuses (503) what it reads beyond that
     assert r.flood.sent == FLOOD
-    allowed = min(capacity, MAX_UNCONFIRMED, BURST + RATE * r.flood.seconds)
+    admitted = BURST + RATE * r.flood.seconds
+    allowed = min(capacity, MAX_UNCONFIRMED, admitted)
     assert 0 < len(r.flood.answered) <= allowed, (len(r.flood.answered), r.flood.methods)
+    # the per-source limits act at the SIP stack's door, statelessly: an INVITE beyond the
+    # source's rate never reaches pjsua (which would send 100 Trying and create a call)
+    assert r.flood.methods["100 INVITE"] <= admitted, r.flood.methods
+    door = [int(n) for n in re.findall(r"(\d+) with 503 for a source over its limits", log)]
+    assert door and max(door) > 0, "no INVITE refused at the door for its source"
     # the bad offers are refused for their SDP at the SIP stack's door, none answered 200
     # (the floods' Via branches differ: `flood` says why that matters)
     assert r.bad_offer_flood.sent == FLOOD
