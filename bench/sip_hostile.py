@@ -32,7 +32,12 @@ from tests.integration.engine_helpers import (  # noqa: E402
     start_engine,
     start_target,
 )
-from tests.integration.hostile import attack, hostile_config, summary  # noqa: E402
+from tests.integration.hostile import (  # noqa: E402
+    attack,
+    attack_seconds,
+    hostile_config,
+    summary,
+)
 
 
 def main() -> int:
@@ -49,7 +54,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="vr-sip-hostile-") as tmp_name:
         tmp = Path(tmp_name)
         with procs_in(tmp) as procs:
-            target, port = start_target(procs, 200, "target200")
+            # the target outlives the attack (its default lifetime is 10 minutes)
+            lifetime = attack_seconds(args.count, args.flood) + 180
+            target, port = start_target(procs, 200, "target200", duration=lifetime)
             greeting = make_chirp(tmp / "greeting.wav", 4.0)
             engine = start_engine(
                 procs, hostile_config(port), name="engine", transfer_domain=f"127.0.0.1:{port}"

@@ -316,8 +316,15 @@ class Runtime:
         if not event.final:
             self._feed(call, TransferProgressed(at=now, sip_code=event.sip_code))
         elif 200 <= event.sip_code < 300:
+            log.info("session %s: transfer answered (%d)", call.session_id, event.sip_code)
             self._feed(call, TransferSucceeded(at=now, sip_code=event.sip_code))
         else:
+            log.warning(
+                "session %s: transfer failed: %d %s",
+                call.session_id,
+                event.sip_code,
+                event.reason,
+            )
             self._feed(call, TransferFailed(at=now, sip_code=event.sip_code, reason=event.reason))
 
     # --- feeding the flow and carrying out its actions --------------------------------------
