@@ -238,6 +238,11 @@ SCENARIOS = (
 )
 
 
+def _keyed_with_hash(number: str) -> str:
+    """`number` then `#`, as the caller's --digits: a key every 0.25 s from 1 s on."""
+    return ",".join(f"{d}@{1.0 + 0.25 * i:.2f}" for i, d in enumerate(number + "#"))
+
+
 def caller_args(scenario: Scenario, seq: int) -> tuple[list[str], dict[str, Any]]:
     """The caller's extra arguments and the facts the check needs."""
     match scenario.name:
@@ -247,14 +252,12 @@ def caller_args(scenario: Scenario, seq: int) -> tuple[list[str], dict[str, Any]
             return ["--digits", "2@1.0"], {}
         case "direct_dial":
             number = str(400 + seq % 300)
-            keys = ",".join(f"{d}@{1.0 + 0.25 * i:.2f}" for i, d in enumerate(number + "#"))
-            return ["--digits", keys], {"number": number}
+            return ["--digits", _keyed_with_hash(number)], {"number": number}
         case "caller_hangup":
             return ["--hangup-after", "2.5"], {}
         case "crm_dtmf":
             number = str(5000 + seq % 1000)
-            keys = ",".join(f"{d}@{1.0 + 0.25 * i:.2f}" for i, d in enumerate(number + "#"))
-            return ["--digits", keys], {"number": number}
+            return ["--digits", _keyed_with_hash(number)], {"number": number}
         case "crm_caller":
             return ["--digits", "1@5.0"], {}
     raise ValueError(scenario.name)

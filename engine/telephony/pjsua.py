@@ -542,10 +542,10 @@ class _RawLocator:
         length = ctypes.c_int.from_address(rdata + offset - 16).value
         return rdata < msg_buf < rdata + offset and 0 < length <= offset
 
-    def located(self, rdata: int, info: int) -> bool:
-        """Whether this request's `msg_info` is where it is expected (found on first use)."""
+    def raw(self, rdata: int, info: int) -> bytes | None:
+        """The request's text, or None when the layout is not the expected one."""
         if self.failed:
-            return False
+            return None
         if self.offset is None:
             self.offset = self._find(rdata, info)
             if self.offset is None:
@@ -554,18 +554,13 @@ class _RawLocator:
                     "cannot read received SIP text in this pjsip build: scanners are refused "
                     "by the runtime (403) instead of being ignored"
                 )
-                return False
+                return None
             log.debug("pjsip_rx_data.msg_info.info found at offset %d", self.offset)
         offset = self.offset
-        return ctypes.c_void_p.from_address(rdata + offset).value == info and self._plausible(
+        if ctypes.c_void_p.from_address(rdata + offset).value != info or not self._plausible(
             rdata, offset
-        )
-
-    def raw(self, rdata: int, info: int) -> bytes | None:
-        """The request's text, or None when the layout is not the expected one."""
-        if not self.located(rdata, info):
+        ):
             return None
-        offset = self.offset or 0
         msg_buf = ctypes.c_void_p.from_address(rdata + offset - 24).value or 0
         length = ctypes.c_int.from_address(rdata + offset - 16).value
         return ctypes.string_at(msg_buf, length)
@@ -1254,7 +1249,7 @@ class PjsuaTelephony:
         host, port = parse_host_port(str(rdata.srcAddress))
         # the gate refused such offers before pjsua saw them; without it, the runtime does (488)
         gate = self._gate
-        admitted = gate is not None and bool(info.call_id) and gate.take_admitted(info.call_id)
+        admitted = gate is not None and gate.take_admitted(info.call_id)
         log.debug(
             "call %s: INVITE from %s:%d (per-source rate checked at the door: %s)",
             key,

@@ -116,7 +116,7 @@ def flood(
                 time.sleep(0.001)
             drain(sock, tally)
         # the engine may still be working through a backlog (the tuned build reads a whole
-        # flood and runs every INVITE through pjsua): collect answers until they stop (up to
+        # flood): collect answers until they stop (up to
         # 10 s for the first, then 1 s without one; at most 30 s)
         end, quiet = time.monotonic() + 30.0, time.monotonic() + 10.0
         while time.monotonic() < min(end, quiet):

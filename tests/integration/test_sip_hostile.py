@@ -48,9 +48,10 @@ BURST, RATE, MAX_UNCONFIRMED = 200, 100, 20  # the default sip_rate_limit
 # every status the engine may answer the corpus with
 ANSWERS = {"100", "200", "400", "403", "404", "405", "415", "420", "481", "486", "488", "500"}
 ANSWERS |= {"501", "503", "513"}
-# the engine's resident memory may grow at most this much; measured: +2 MiB with the PyPI
-# wheel, +62 MiB with the tuned build, which reads both floods in full (pjsip's caching pool
-# keeps the memory of 4,000 INVITE transactions for reuse)
+# the engine's resident memory may grow at most this much; measured: +4 MiB with the PyPI
+# wheel, +11 MiB with the tuned build, which reads both floods in full (+62 MiB before the
+# per-source limits moved in front of pjsua: pjsip's caching pool kept the memory of 4,000
+# INVITE transactions for reuse)
 RSS_GROWTH_MB = 128.0
 
 
