@@ -47,7 +47,7 @@ from urllib.request import Request as UrllibRequest
 import httpx
 from pydantic import SecretStr
 
-from engine.errors import ConfigError, FieldProblem
+from engine.errors import ConfigError, FieldProblem, ReplyError
 from engine.flow.events import ActionUrlFailed, ActionUrlReplied, FailureKind
 from engine.model import DESTINATION_RE, ActionUrl, AuthMethod, HttpMethod, parse_headers
 
@@ -133,15 +133,6 @@ def sign(secret: str | bytes, timestamp: int, payload: bytes) -> str:
     key = secret.encode() if isinstance(secret, str) else secret
     digest = hmac.new(key, f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
-
-
-class ReplyError(ValueError):
-    """The reply broke the contract; `kind` is INVALID_JSON or INVALID_REPLY."""
-
-    def __init__(self, kind: FailureKind, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
 
 
 def parse_reply(body: bytes) -> tuple[Action, str | None]:

@@ -17,15 +17,15 @@ child process (``python -m engine.convert``) and the parent only ever sees files
   plain 8 kHz mono 16-bit PCM WAV no larger than `max_seconds` of audio makes (pure Python,
   `playback_wav_seconds`), takes the duration from that header and moves the file to the
   target. A child killed by a signal, one that exits non-zero, runs out of memory or time or
-  says nothing usable becomes a `Refused` naming the file and the reason ("the decoder crashed
-  with SIGSEGV", "ran out of memory, over 1536 MiB", "took longer than 90 s"). The work
-  directory is removed whatever happens.
+  says nothing usable becomes a `ConversionRefused` naming the file and the reason ("the
+  decoder crashed with SIGSEGV", "ran out of memory, over 1536 MiB", "took longer than 90 s").
+  The work directory is removed whatever happens.
 
 The limits contain crashes, hangs and memory or disk blow-ups of the decoder. They are no
 security boundary against code running in the child (same user, same file system): that would
 take a separate user, namespaces or seccomp around the same command.
 
-`Refused` is the only exception `convert` raises for anything the file (or the decoder on
+`ConversionRefused` is the only exception `convert` raises for anything the file (or the decoder on
 it) does; its message starts with the file's name and holds no server path.
 """
 
@@ -49,7 +49,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("vr.convert")
+from engine.errors import ConversionRefused
+
+log = logging.getLogger(__name__)
 
 PLAYBACK_RATE = 8000  # engine.audio.PLAYBACK_RATE; not imported: the parent needs no numpy here
 PLAYBACK_BYTES_PER_SECOND = PLAYBACK_RATE * 2
@@ -84,14 +86,6 @@ class ChildLimits:
     memory_bytes: int = 1536 << 20
     cpu_seconds: int = 60
     timeout: float = 90.0
-
-
-class Refused(Exception):
-    """The file cannot be converted; the message says why and names the file (not its path)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 def info_problem(samplerate: int, channels: int, frames: int, limits: AudioLimits) -> str | None:
@@ -188,8 +182,8 @@ class Converter:
     def convert(self, source: Path, target: Path, name: str) -> float:
         """Convert `source` into the playback WAV `target`; returns its duration in seconds.
 
-        Raises Refused (message ``"<name>: <why>"``) for a file that cannot be converted, a
-        decoder that crashed, ran out of memory or time, or a child that gave no usable
+        Raises ConversionRefused (message ``"<name>: <why>"``) for a file that cannot be
+        converted, a decoder that crashed, ran out of memory or time, or a child that gave no usable
         answer. Leaves nothing behind but `target` on success."""
         work = Path(
             tempfile.mkdtemp(prefix=f"{target.stem}.", suffix=".convert", dir=target.parent)
@@ -205,7 +199,7 @@ class Converter:
             }
             problem = self._run(request, source)
             if problem is not None:
-                raise Refused(f"{name}: {problem}")
+                raise ConversionRefused(f"{name}: {problem}")
             seconds = (
                 playback_wav_seconds(output, self.limits.max_output_bytes())
                 if output.is_file() and not output.is_symlink()
@@ -213,7 +207,7 @@ class Converter:
             )
             if seconds is None:
                 log.warning("conversion of %s: the child wrote no usable playback WAV", source)
-                raise Refused(
+                raise ConversionRefused(
                     f"{name}: the audio could not be decoded safely (the decoder gave no "
                     "usable result)"
                 )

@@ -1,17 +1,28 @@
 """The one exception hierarchy of vr-engine.
 
-    VrError                      anything vr-engine raises on purpose
-    ├── ConfigError              a configuration (file or API payload) is invalid; carries
-    │                            every problem found, each with its field path
-    ├── PromptError              a built-in or uploaded prompt is missing or unusable
-    └── TelephonyError           the SIP stack could not start or serve (port in use, ...)
+    VrError                        anything vr-engine raises on purpose
+    ├── ConfigError                a configuration (file or API payload) is invalid; carries
+    │                              every problem found (`FieldProblem`), each with its field path
+    ├── PromptError                a built-in or uploaded prompt is missing or unusable
+    ├── ConversionRefused          an uploaded audio file cannot be converted (engine.convert)
+    ├── ReplyError                 an action URL's reply broke the contract (engine.action_urls)
+    ├── ApiError                   an HTTP API error, answered in PortSIP's envelope (engine.api)
+    └── TelephonyError             the SIP stack could not start or serve
+        └── TelephonyStartError    ... could not start (address in use, bad host, init failure)
 
-Every message says what was wrong and, where there is one, how to fix it.
+Every message says what was wrong and, where there is one, how to fix it. Modules raise these
+and re-export none of them under other names; internal control-flow exceptions that never
+leave their module (`action_urls._Failure`) are not part of the tree.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.flow.events import FailureKind
 
 
 class VrError(Exception):
@@ -45,3 +56,43 @@ class PromptError(VrError):
 
 class TelephonyError(VrError):
     """The SIP stack could not start or could not carry out a command."""
+
+
+class TelephonyStartError(TelephonyError):
+    """The SIP stack could not start (address in use, bad host, pjsua init failure)."""
+
+
+class ConversionRefused(VrError):
+    """The file cannot be converted; the message says why and names the file (not its path)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ReplyError(VrError):
+    """An action URL's reply broke the contract; `kind` is INVALID_JSON or INVALID_REPLY."""
+
+    def __init__(self, kind: FailureKind, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+class ApiError(VrError):
+    """An error answered with PortSIP's envelope (`{"errors": [{code, message, detail}]}`)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        detail: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = dict(detail or {})
+        self.headers = dict(headers or {})

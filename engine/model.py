@@ -27,8 +27,8 @@ from pydantic import (
     model_validator,
 )
 
-from engine.flow.masks import mask_problems
-from engine.flow.pin import hash_pin, is_pin_hash, pin_policy_problem
+from engine.rules.masks import mask_problems
+from engine.rules.pin import hash_pin, is_pin_hash, pin_policy_problem
 
 EXTENSION_RE = re.compile(r"^[0-9]{3,64}$")
 DESTINATION_RE = re.compile(r"^\+?[0-9*#]{1,64}$")
@@ -477,7 +477,7 @@ class Receptionist(Strict):
 class DisaSettings(Strict):
     """Who may be reached through DISA, and when a caller is locked out.
 
-    `allowed_destinations` is a mask (see `engine.flow.masks`): by default 3- to 5-digit
+    `allowed_destinations` is a mask (see `engine.rules.masks`): by default 3- to 5-digit
     numbers, where PBX extensions live; external numbers need an explicit entry.
     """
 

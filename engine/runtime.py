@@ -73,7 +73,7 @@ from engine.telephony.base import (
     TransferStatus,
 )
 
-log = logging.getLogger("vr.runtime")
+log = logging.getLogger(__name__)
 
 
 class ActionUrlRequester(Protocol):

@@ -24,7 +24,7 @@ from engine.action_urls import ActionUrlClient
 from engine.api import create_app
 from engine.audio import convert_for_playback
 from engine.config import ConfigFile, ConfigReceptionist
-from engine.errors import PromptError, TelephonyError, VrError
+from engine.errors import PromptError, TelephonyError, TelephonyStartError, VrError
 from engine.model import TRUSTED_STORE, Receptionist, ServerSettings
 from engine.prompts import PromptLibrary
 from engine.runtime import Runtime, format_host
@@ -33,12 +33,11 @@ from engine.store import Store, StoreCallRecords, StoreDisaSink, seed_from_confi
 from engine.telephony.pjsua import (
     PjsuaTelephony,
     SipSettings,
-    TelephonyStartError,
     build_has_ipv6,
     build_survives_connection_floods,
 )
 
-log = logging.getLogger("vr.server")
+log = logging.getLogger(__name__)
 TOKEN_FILE = "api-token"
 
 

@@ -37,7 +37,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.convert import AudioLimits, ChildLimits, Converter, Refused
+from engine.convert import AudioLimits, ChildLimits, Converter
+from engine.errors import ConversionRefused
 from engine.keyed_locks import KeyedLocks
 from engine.store import Forbidden, Invalid, NotFound, RangeMismatch, Store, TooLarge
 
@@ -410,7 +411,7 @@ class Uploads:
         target = self._temp_wav(state.id)
         try:
             duration = self.converter.convert(part, target, name)
-        except Refused as refused:
+        except ConversionRefused as refused:
             raise Invalid(refused.message, {"file": refused.message}) from None
         _fsync_file(target)
         return _Converted(target, sha256_file(target), duration)

@@ -28,11 +28,10 @@ from engine.action_urls import (
     ActionUrlClient,
     ActionUrlExtras,
     CallFacts,
-    ReplyError,
     parse_reply,
     sign,
 )
-from engine.errors import ConfigError
+from engine.errors import ConfigError, ReplyError
 from engine.flow.events import ActionUrlFailed, ActionUrlReplied, FailureKind
 from engine.model import ActionUrl
 from tests.http_servers import (

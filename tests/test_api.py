@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from engine.flow.pin import verify_pin
 from engine.model import ServerSettings
+from engine.rules.pin import verify_pin
 from engine.store import StoreCallRecords
 from tests.test_api_helpers import PIN, TOKEN, Api, make_api
 

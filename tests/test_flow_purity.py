@@ -33,7 +33,9 @@ FORBIDDEN = {
     "multiprocessing",
     "zoneinfo",
 }
-ALLOWED_ENGINE = {"engine.flow", "engine.model"}
+RULES = Path(__file__).resolve().parents[1] / "engine" / "rules"
+MODEL = Path(__file__).resolve().parents[1] / "engine" / "model.py"
+ALLOWED_ENGINE = {"engine.flow", "engine.model", "engine.rules"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -55,6 +57,25 @@ def test_flow_modules_import_no_io() -> None:
             assert top not in FORBIDDEN, f"{module.name} imports {name}"
             if top == "engine":
                 assert any(name.startswith(ok) for ok in ALLOWED_ENGINE), f"{module.name}: {name}"
+
+
+def test_rules_import_no_io_and_nothing_of_the_engine() -> None:
+    modules = sorted(RULES.glob("*.py"))
+    assert len(modules) >= 3
+    for module in modules:
+        for name in _imports(module):
+            assert name.split(".")[0] not in FORBIDDEN, f"{module.name} imports {name}"
+            assert not name.startswith("engine"), f"{module.name} imports {name}"
+
+
+def test_the_model_imports_nothing_of_the_flow() -> None:
+    """The model validates with `engine.rules`; the flow imports the model, never back."""
+    names = _imports(MODEL)
+    assert "engine.rules.pin" in names
+    assert not [name for name in names if name.startswith("engine.flow")]
+    probe = "import sys, engine.model; print(sorted(m for m in sys.modules if m.startswith('engine.flow')))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_importing_the_flow_loads_no_io_library() -> None:

@@ -12,8 +12,8 @@ import pytest
 from engine.cli import main
 from engine.config import load_config, parse_config
 from engine.errors import ConfigError
-from engine.flow.pin import verify_pin
 from engine.model import TRUSTED_STORE, ActionUrl, Receptionist, ServerSettings
+from engine.rules.pin import verify_pin
 
 BASE = {"name": "Main", "extension_number": "800"}
 

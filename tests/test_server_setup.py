@@ -13,8 +13,8 @@ import soundfile as sf
 
 from engine.config import parse_config
 from engine.errors import PromptError, TelephonyError
-from engine.flow.pin import verify_pin
 from engine.model import ServerSettings
+from engine.rules.pin import verify_pin
 from engine.server import api_token, check_sip_host, prepare_prompt_files, sip_transports
 
 
@@ -132,7 +132,7 @@ def test_sip_transports_default_to_what_the_build_survives(
     settings = ServerSettings.model_validate(
         {} if configured is None else {"sip_transports": list(configured)}
     )
-    with caplog.at_level(logging.WARNING, logger="vr.server"):
+    with caplog.at_level(logging.WARNING, logger="engine.server"):
         assert sip_transports(settings) == expected
     assert any("abort the whole engine" in r.getMessage() for r in caplog.records) is warned
 

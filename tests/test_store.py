@@ -19,8 +19,8 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.flow.pin import verify_pin
 from engine.model import ActionUrl, Receptionist
+from engine.rules.pin import verify_pin
 from engine.store import (
     RECEPTIONIST_LIST,
     SCHEMA_VERSION,

@@ -30,10 +30,10 @@ from engine.convert import (
     AudioLimits,
     ChildLimits,
     Converter,
-    Refused,
     info_problem,
     playback_wav_seconds,
 )
+from engine.errors import ConversionRefused
 from engine.store import Store
 from engine.uploads import Uploads
 from tests.test_api_helpers import ERROR_ENVELOPE, Api, make_api
@@ -152,7 +152,7 @@ def source(tmp_path: Path) -> Path:
 
 def refusal(converter: Converter, source: Path) -> str:
     target = source.with_suffix(".wav")
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(ConversionRefused) as refused:
         converter.convert(source, target, "hello.wav")
     assert not target.exists()
     assert sorted(p.name for p in source.parent.iterdir()) == [source.name]  # no work dir
@@ -262,7 +262,7 @@ def test_the_child_reports_what_is_wrong_without_server_paths(tmp_path: Path) ->
     converter = Converter(AudioLimits(max_seconds=2.0))
     for data, reason in cases.items():
         part.write_bytes(data)
-        with pytest.raises(Refused) as refused:
+        with pytest.raises(ConversionRefused) as refused:
             converter.convert(part, part.with_suffix(".wav"), "x.flac")
         assert refused.value.message.startswith(f"x.flac: {reason}")
         assert "secret-dir" not in refused.value.message

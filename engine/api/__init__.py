@@ -26,8 +26,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.api.blobs import blobs_router
 from engine.api.common import ApiContext, apply_to_runtime, list_options
-from engine.api.errors import ApiError, error_response, install_error_handlers, not_found
+from engine.api.errors import error_response, install_error_handlers, not_found
 from engine.api.ivrs import ivrs_router
+from engine.errors import ApiError
 from engine.runtime import Runtime
 from engine.store import ListOptions, Snapshot, Store
 from engine.uploads import UploadLimits, Uploads

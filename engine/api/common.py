@@ -18,8 +18,9 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 from fastapi import Query, Request
 from pydantic import ValidationError
 
-from engine.api.errors import ApiError, invalid
+from engine.api.errors import invalid
 from engine.config import problems_from
+from engine.errors import ApiError
 from engine.keyed_locks import KeyedLocks
 from engine.runtime import Runtime
 from engine.store import (
@@ -35,7 +36,7 @@ from engine.store import (
 )
 from engine.uploads import Uploads
 
-log = logging.getLogger("vr.api")
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")

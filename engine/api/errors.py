@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from engine.errors import ApiError
 from engine.store import (
     Conflict,
     Forbidden,
@@ -22,7 +23,7 @@ from engine.store import (
     TooLarge,
 )
 
-log = logging.getLogger("vr.api")
+log = logging.getLogger(__name__)
 
 VALIDATE_FAILED = "VALIDATE_FAILED"
 
@@ -44,25 +45,6 @@ _HTTP_CODES = {
     413: "PAYLOAD_TOO_LARGE",
     503: "SERVICE_UNAVAILABLE",
 }
-
-
-class ApiError(Exception):
-    """An error answered with PortSIP's envelope."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        detail: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.detail = dict(detail or {})
-        self.headers = dict(headers or {})
 
 
 def error_response(

@@ -47,8 +47,6 @@ from engine.flow.events import (
     TransferSucceeded,
 )
 from engine.flow.hours import choose_forward_rule
-from engine.flow.masks import parse_mask
-from engine.flow.pin import mask_digits, verify_pin
 from engine.flow.record import (
     ActionUrlRecord,
     FlowRecord,
@@ -67,6 +65,8 @@ from engine.model import (
     Receptionist,
     ServerSettings,
 )
+from engine.rules.masks import parse_mask
+from engine.rules.pin import mask_digits, verify_pin
 
 HASH_RULE_WAIT = 3.0  # seconds of silence after N that fire a rule N# (SPEC §3.5)
 MAX_INPUT_DIGITS = 64  # input is complete at this length

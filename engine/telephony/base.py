@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from engine.flow.events import DtmfMethod
+
 CallId = str
-DtmfMethod = Literal["rfc4733", "sip-info", "inband"]  # in-band detection: not yet built
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -41,7 +41,7 @@ import pjsua2 as pj
 from engine.telephony.pjsua import IPV6_ONLY, clear_last_exception, pick_free_port
 from engine.telephony.sipmsg import parse_invite
 
-log = logging.getLogger("engine.telephony.caller")
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,15 +59,15 @@ from typing import Any
 import pjsua2 as pj
 import psutil
 
-from engine.errors import TelephonyError
+from engine.errors import TelephonyStartError
 from engine.flow.abuse import RateLimiter, is_scanner
+from engine.flow.events import DtmfMethod
 from engine.source_limits import SourceLimits
 from engine.telephony.base import (
     CallConfirmed,
     CallDisconnected,
     CallId,
     DtmfDigit,
-    DtmfMethod,
     EventSink,
     IncomingCall,
     PlaybackFinished,
@@ -149,10 +149,6 @@ def build_survives_connection_floods() -> bool:
     sockets, and says so in its marker (`pjsua2.BUILD_INFO["release_asserts_off"]`)."""
     info = getattr(pj, "BUILD_INFO", None)
     return bool(isinstance(info, dict) and info.get("release_asserts_off"))
-
-
-class TelephonyStartError(TelephonyError):
-    """The SIP stack could not start (address in use, bad host, pjsua init failure)."""
 
 
 @dataclass(frozen=True, kw_only=True)

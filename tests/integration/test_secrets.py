@@ -60,7 +60,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from engine.flow.pin import pin_policy_problem
+from engine.rules.pin import pin_policy_problem
 from tests.http_servers import DigestRealm, Handler, LoopbackServer, Route, Seen
 from tests.integration.engine_helpers import (
     ROOT,

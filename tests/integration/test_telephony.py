@@ -412,7 +412,8 @@ def test_hangup_mid_playback_empties_tables(procs: Callable[..., Proc], tmp_path
 
 RESTART_SCRIPT = """
 import asyncio, socket
-from engine.telephony.pjsua import PjsuaTelephony, SipSettings, TelephonyStartError
+from engine.errors import TelephonyStartError
+from engine.telephony.pjsua import PjsuaTelephony, SipSettings
 
 async def main():
     loop = asyncio.get_running_loop()

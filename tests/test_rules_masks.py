@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.flow.masks import mask_problems, parse_mask, split_entries
+from engine.rules.masks import mask_problems, parse_mask, split_entries
 
 digits = st.text(alphabet="0123456789", min_size=1, max_size=12)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.flow.pin import hash_pin, is_pin_hash, mask_digits, pin_policy_problem, verify_pin
+from engine.rules.pin import hash_pin, is_pin_hash, mask_digits, pin_policy_problem, verify_pin
 
 
 @pytest.mark.parametrize(
