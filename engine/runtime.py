@@ -20,7 +20,15 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from engine.action_urls import CallFacts
-from engine.flow.abuse import is_scanner
+from engine.admission import (
+    AdmissionCounters,
+    Admit,
+    NewRequest,
+    ServerState,
+    decide,
+    describe,
+    log_level,
+)
 from engine.flow.actions import (
     Action,
     CancelActionUrl,
@@ -54,13 +62,11 @@ from engine.flow.events import (
     TransferProgressed,
     TransferSucceeded,
 )
-from engine.flow.routing import route_call
 from engine.lockout import DisaLockouts, LockoutSink
 from engine.metrics import Metrics
 from engine.model import ActionUrl, Receptionist, ServerSettings
 from engine.prompts import PromptLibrary
 from engine.records import CallRecords, to_document
-from engine.source_limits import SourceLimits
 from engine.telephony.base import (
     CallConfirmed,
     CallDisconnected,
@@ -127,7 +133,7 @@ class Runtime:
         records: CallRecords,
         clock: Callable[[], datetime] = utc_now,
         lockout_sink: LockoutSink | None = None,
-        source_limits: SourceLimits | None = None,
+        admission: AdmissionCounters | None = None,
     ) -> None:
         self.server = server
         self.tz = ZoneInfo(server.timezone)
@@ -143,7 +149,7 @@ class Runtime:
         self.draining = False
         self.metrics = Metrics()
         # shared with the SIP stack's door, which applies them before pjsua when it can
-        self.source_limits = source_limits or SourceLimits(server.sip_rate_limit)
+        self.admission = admission or AdmissionCounters(server.sip_rate_limit)
         self.calls_total = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -210,69 +216,51 @@ class Runtime:
                         self._feed(call, ServerHungUp(at=self.clock(), reason=reason))
                 self._finish(call)
 
-    def _refused_at_the_door(self, incoming: IncomingCall) -> bool:
-        """Scanners get a bare 403, a source over its INVITE rate 503, an SDP offer the media
-        stack cannot carry 488 (and no routing)."""
-        if is_scanner(incoming.user_agent):
-            self.metrics.invites.labels("403").inc()
-            log.debug("refusing a SIP scanner at %s", incoming.source_host)
-            self.telephony.reject(incoming.call_id, 403, "Forbidden")
-            return True
-        refusal = self.source_limits.admit(
-            incoming.source_host, time.monotonic(), rate=not incoming.admitted
-        )
-        if refusal is not None:
-            self.metrics.invites.labels("503").inc()
-            log.debug("refusing an INVITE from %s: %s", incoming.source_host, refusal)
-            self.telephony.reject(incoming.call_id, 503, f"Service Unavailable ({refusal})")
-            return True
-        if incoming.offer_problem is not None:
-            self.metrics.invites.labels("488").inc()
-            log.info(
-                "rejecting INVITE for %s from %s:%s with 488: %s",
-                incoming.request_user,
-                incoming.source_host,
-                incoming.source_port,
-                incoming.offer_problem,
-            )
-            self.telephony.reject(incoming.call_id, 488, "Not Acceptable Here")
-            return True
-        return False
-
-    def _on_incoming(self, incoming: IncomingCall) -> None:
-        if self._refused_at_the_door(incoming):
-            return
-        route = route_call(
-            incoming.request_user,
-            self.receptionists,
+    def _admit(self, incoming: IncomingCall) -> Receptionist | None:
+        """Ask admission (`engine.admission.decide`) about a new INVITE; refuse it here, with
+        its one log line, or return the receptionist that answers it."""
+        request = NewRequest(
+            method="INVITE",
+            call_id=incoming.sip_call_id,
+            user_agent=incoming.user_agent,
             source_host=incoming.source_host,
+            offer=(488, incoming.offer_problem) if incoming.offer_problem is not None else None,
+            request_user=incoming.request_user,
+        )
+        state = ServerState(
             allow=self.server.sip_allow,
             draining=self.draining,
-            active_calls=len(self.calls),
+            receptionists=self.receptionists,
+            calls=len(self.calls),
             capacity=self.capacity,
+            capacity_text=self._capacity_text(),
+            charged=self.admission.take_charged(incoming.sip_call_id),
         )
-        if route.receptionist is None:
-            self.metrics.invites.labels(str(route.sip_code)).inc()
-            level = logging.WARNING if route.sip_code == 503 else logging.INFO
-            extra = ""
-            if "call limit" in route.reason:
-                extra = (
-                    f" — this server carries at most {self.capacity} concurrent calls "
-                    f"(SIP stack limit {self.telephony.max_calls}"
-                    + (f", max_calls {self.server.max_calls}" if self.server.max_calls else "")
-                    + "); a tuned pjsua2 build raises it: make pjsua2 (README, Capacity)"
-                )
-            log.log(
-                level,
-                "rejecting INVITE for %s from %s:%s with %s %s%s",
-                incoming.request_user,
-                incoming.source_host,
-                incoming.source_port,
-                route.sip_code,
-                route.reason,
-                extra,
-            )
-            self.telephony.reject(incoming.call_id, route.sip_code, route.reason)
+        decision = decide(request, state, self.admission, time.monotonic())
+        if isinstance(decision, Admit):
+            return decision.receptionist
+        self.metrics.invites.labels(str(decision.sip_code)).inc()
+        source = f"{incoming.source_host}:{incoming.source_port}"
+        log.log(
+            logging.getLevelName(log_level(decision)), "%s", describe(decision, request, source)
+        )
+        # pjsua has sent 100 Trying: a silent refusal (a scanner) can only be a final answer
+        self.telephony.reject(
+            incoming.call_id, decision.sip_code, decision.reason, retry_after=decision.retry_after
+        )
+        return None
+
+    def _capacity_text(self) -> str:
+        return (
+            f"this server carries at most {self.capacity} concurrent calls "
+            f"(SIP stack limit {self.telephony.max_calls}"
+            + (f", max_calls {self.server.max_calls}" if self.server.max_calls else "")
+            + "); a tuned pjsua2 build raises it: make pjsua2 (README, Capacity)"
+        )
+
+    def _on_incoming(self, incoming: IncomingCall) -> None:
+        receptionist = self._admit(incoming)
+        if receptionist is None:
             return
         session_id = incoming.session_id or uuid.uuid4().hex
         now = self.clock()
@@ -283,20 +271,20 @@ class Runtime:
             caller_name=incoming.from_display,
             disa_locked=locked,
         )
-        flow = CallFlow(route.receptionist, self.server, self.tz, context)
+        flow = CallFlow(receptionist, self.server, self.tz, context)
         domain = self.server.transfer_domain or (
             f"{format_host(incoming.source_host)}:{incoming.source_port}"
         )
         call = ActiveCall(
             incoming=incoming,
-            receptionist=route.receptionist,
+            receptionist=receptionist,
             flow=flow,
             session_id=session_id,
             started_at=now,
             transfer_domain=domain,
         )
         self.calls[incoming.call_id] = call
-        self.source_limits.answered(incoming.source_host)
+        self.admission.answered(incoming.source_host)
         self._idle.clear()
         self.calls_total += 1
         self.metrics.invites.labels("200").inc()
@@ -305,8 +293,8 @@ class Runtime:
             "session %s: call from %s to %s (%s) answered",
             session_id,
             incoming.from_user,
-            route.receptionist.extension_number,
-            route.receptionist.name,
+            receptionist.extension_number,
+            receptionist.name,
         )
         self.telephony.answer(incoming.call_id)
 
@@ -462,7 +450,7 @@ class Runtime:
         if call.confirmed:
             return
         call.confirmed = True
-        self.source_limits.settled(call.incoming.source_host)
+        self.admission.settled(call.incoming.source_host)
 
     def _finish(self, call: ActiveCall) -> None:
         self._confirmed(call)

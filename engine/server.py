@@ -21,6 +21,7 @@ from pathlib import Path
 import uvicorn
 
 from engine.action_urls import ActionUrlClient
+from engine.admission import AdmissionCounters
 from engine.api import create_app
 from engine.audio import convert_for_playback
 from engine.config import ConfigFile, ConfigReceptionist
@@ -28,14 +29,9 @@ from engine.errors import PromptError, TelephonyError, TelephonyStartError, VrEr
 from engine.model import TRUSTED_STORE, Receptionist, ServerSettings
 from engine.prompts import PromptLibrary
 from engine.runtime import Runtime, format_host
-from engine.source_limits import SourceLimits
 from engine.store import Store, StoreCallRecords, StoreDisaSink, seed_from_config
-from engine.telephony.pjsua import (
-    PjsuaTelephony,
-    SipSettings,
-    build_has_ipv6,
-    build_survives_connection_floods,
-)
+from engine.telephony.pjsip.build import build_has_ipv6, build_survives_connection_floods
+from engine.telephony.pjsua import PjsuaTelephony, SipSettings
 
 log = logging.getLogger(__name__)
 TOKEN_FILE = "api-token"
@@ -246,7 +242,7 @@ async def _serve(
     settings = config.server
     loop = asyncio.get_running_loop()
     transports = sip_transports(settings)
-    source_limits = SourceLimits(settings.sip_rate_limit)
+    admission = AdmissionCounters(settings.sip_rate_limit)
     telephony = PjsuaTelephony(
         SipSettings(
             host=settings.sip_host,
@@ -257,7 +253,7 @@ async def _serve(
             rtp_port=settings.rtp_port,
             log_level=pjsip_log_level,
         ),
-        source_limits,
+        admission,
     )
     http_socket = bind_http(settings.http_host, settings.http_port)
     client = ActionUrlClient()
@@ -272,7 +268,7 @@ async def _serve(
         action_urls=client,
         records=StoreCallRecords(store),
         lockout_sink=StoreDisaSink(store),
-        source_limits=source_limits,
+        admission=admission,
     )
     runtime.lockouts.restore(
         store.disa_lockouts(now), store.disa_failures(now - settings.disa.failure_window)

@@ -1,10 +1,11 @@
-"""Routing of INVITEs (SPEC §3.1) and the DISA lock-out policy, as tables."""
+"""Routing of INVITEs (SPEC §3.1, through admission's `decide`) and the DISA lock-out policy,
+as tables."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.flow.routing import route_call, source_allowed
+from engine.admission import Admit, NewRequest, ServerState, decide, source_allowed
 from engine.lockout import DisaLockouts
 from engine.model import DisaSettings
 from tests.flow_harness import receptionist
@@ -27,20 +28,23 @@ IVRS = {"800": receptionist(), "801": receptionist(extension_number="801", enabl
         ("800", "10.1.2.3", ["10.0.0.0/8", "::1"], False, 0, 4, 200),
     ],
 )
-def test_route_call(
+def test_routing(
     user: str, source: str, allow: list[str], draining: bool, active: int, capacity: int, code: int
 ) -> None:
-    route = route_call(
-        user,
-        IVRS,
-        source_host=source,
-        allow=allow,
-        draining=draining,
-        active_calls=active,
-        capacity=capacity,
+    decision = decide(
+        NewRequest(request_user=user, source_host=source, user_agent="PBX"),
+        ServerState(
+            allow=allow,
+            draining=draining,
+            receptionists=IVRS,
+            calls=active,
+            capacity=capacity,
+        ),
+        None,
+        0.0,
     )
-    assert route.sip_code == code
-    assert (route.receptionist is not None) is (code == 200)
+    assert (200 if isinstance(decision, Admit) else decision.sip_code) == code
+    assert (isinstance(decision, Admit) and decision.receptionist is not None) is (code == 200)
 
 
 @pytest.mark.parametrize(

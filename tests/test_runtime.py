@@ -37,7 +37,9 @@ class FakeTelephony:
     def answer(self, call_id: str) -> None:
         self.commands.append(("answer", call_id))
 
-    def reject(self, call_id: str, sip_code: int, reason: str) -> None:
+    def reject(
+        self, call_id: str, sip_code: int, reason: str, *, retry_after: int | None = None
+    ) -> None:
         self.commands.append(("reject", call_id, sip_code))
 
     def play(self, call_id: str, play_id: int, files: Sequence[Path]) -> None:
@@ -327,7 +329,8 @@ def test_an_invite_the_door_admitted_spends_no_second_rate_token(tmp_path: Path)
             sip_rate_limit={"invites_per_second": 1, "burst": 2, "max_unconfirmed": 3},
         )
         for n in range(4):
-            runtime.on_event(incoming(f"a{n}", source_host="192.0.2.9", admitted=True))
+            runtime.admission.charge(f"sip-a{n}")  # the door spent the INVITE's rate token
+            runtime.on_event(incoming(f"a{n}", source_host="192.0.2.9", sip_call_id=f"sip-a{n}"))
         runtime.on_event(incoming("not-admitted", source_host="192.0.2.11"))
         return tel
 

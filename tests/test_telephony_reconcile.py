@@ -47,6 +47,6 @@ def test_calls_ended_without_a_state_report_are_reported_once() -> None:
     ended = [e for e in events if isinstance(e, CallDisconnected)]
     assert sorted(e.call_id for e in ended) == ["gone", "raises"]
     assert all(e.reason == "ended in the SIP stack" and e.by_remote for e in ended)
-    assert adapter._calls["gone"].pending_release and not adapter._calls["active"].disconnected
+    assert adapter._calls["gone"].disconnected and not adapter._calls["active"].disconnected
     adapter._run_deferred()
     assert set(adapter._calls) == {"active", "young", "done"}

@@ -36,7 +36,7 @@ class IncomingCall:
     session_id: str | None  # X-Session-ID header of the PBX, if present
     user_agent: str  # User-Agent header, "" if none
     offer_problem: str | None = None  # why the INVITE's SDP offer cannot be served (→ 488)
-    admitted: bool = False  # the SIP stack's door applied the per-source rate limit already
+    sip_call_id: str = ""  # the Call-ID header (admission finds what the door charged by it)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,7 +115,11 @@ class Telephony(Protocol):
 
     def answer(self, call_id: CallId) -> None: ...
 
-    def reject(self, call_id: CallId, sip_code: int, reason: str) -> None: ...
+    def reject(
+        self, call_id: CallId, sip_code: int, reason: str, *, retry_after: int | None = None
+    ) -> None:
+        """Answer the INVITE with a final `sip_code` (3xx-6xx), with `Retry-After` if given."""
+        ...
 
     def play(self, call_id: CallId, play_id: int, files: Sequence[Path]) -> None:
         """Stop whatever plays on the call, then play `files` one after another, once."""

@@ -29,7 +29,6 @@ import signal
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,8 @@ from typing import Any
 
 import pjsua2 as pj
 
-from engine.telephony.pjsua import IPV6_ONLY, clear_last_exception, pick_free_port
+from engine.telephony.guard import clear_last_exception, guard
+from engine.telephony.pjsip.build import IPV6_ONLY, pick_free_port
 from engine.telephony.sipmsg import parse_invite
 
 log = logging.getLogger(__name__)
@@ -169,14 +169,6 @@ class _LogWriter(pj.LogWriter):  # type: ignore[misc]
             sys.stderr.write(str(entry.msg).rstrip() + "\n")
 
 
-def _guard(where: str, func: Callable[[], None]) -> None:
-    try:
-        func()
-    except BaseException:
-        log.error("callback %s failed:\n%s", where, traceback.format_exc().rstrip())
-        clear_last_exception()
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -191,13 +183,13 @@ class _PeerCall(pj.Call):  # type: ignore[misc]
         self.codes: list[int] = []
 
     def onCallState(self, prm: Any) -> None:
-        _guard("onCallState", lambda: self.app.on_call_state(self))
+        guard("onCallState", lambda: self.app.on_call_state(self))
 
     def onCallMediaState(self, prm: Any) -> None:
-        _guard("onCallMediaState", lambda: self.app.on_media_state(self))
+        guard("onCallMediaState", lambda: self.app.on_media_state(self))
 
     def onCallTransferRequest(self, prm: Any) -> None:
-        _guard("onCallTransferRequest", lambda: self.app.on_transfer_request(self, prm))
+        guard("onCallTransferRequest", lambda: self.app.on_transfer_request(self, prm))
 
 
 class _PeerAccount(pj.Account):  # type: ignore[misc]
@@ -206,7 +198,7 @@ class _PeerAccount(pj.Account):  # type: ignore[misc]
         self.app = app
 
     def onIncomingCall(self, prm: Any) -> None:
-        _guard("onIncomingCall", lambda: self.app.on_incoming(prm))
+        guard("onIncomingCall", lambda: self.app.on_incoming(prm))
 
 
 @dataclass
@@ -349,7 +341,7 @@ class Peer:
         while self.deferred:
             work, self.deferred = self.deferred, []
             for item in work:
-                _guard("deferred", item)
+                guard("deferred", item)
 
     def _run_timers(self) -> None:
         now = time.monotonic()
@@ -357,7 +349,7 @@ class Peer:
         if due:
             self.timers = [t for t in self.timers if t[0] > now]
             for _, func in sorted(due, key=lambda t: t[0]):
-                _guard("timer", func)
+                guard("timer", func)
 
     def loop(self, done: Callable[[], bool]) -> None:
         deadline = time.monotonic() + self.args.duration

@@ -45,9 +45,10 @@ def ipv6_loopback() -> bool:
 
 def engine_ipv6_ready() -> str | None:
     """Why IPv6 calls cannot be tested here (None: they can)."""
+    import engine.telephony.pjsip.build as build
     import engine.telephony.pjsua as adapter
 
-    has_ipv6 = getattr(adapter, "build_has_ipv6", None)
+    has_ipv6 = getattr(build, "build_has_ipv6", None)
     if has_ipv6 is None:
         return "the engine has no build_has_ipv6() yet (check_sip_host refuses IPv6)"
     if not has_ipv6():

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.telephony.pjsua import build_survives_connection_floods
+from engine.telephony.pjsip.build import build_survives_connection_floods
 from tests.integration.engine_helpers import (
     Engine,
     make_chirp,

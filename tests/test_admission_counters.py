@@ -1,10 +1,10 @@
-"""Scanner detection and the per-source INVITE rate limit."""
+"""Scanner detection and the token bucket of the per-source INVITE rate limit."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.flow.abuse import RateLimiter, is_scanner
+from engine.admission import RateLimiter, is_scanner
 
 
 @pytest.mark.parametrize(

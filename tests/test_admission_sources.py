@@ -9,28 +9,33 @@ import threading
 
 import pytest
 
+from engine.admission import RATE_LIMITED, UNACKNOWLEDGED, AdmissionCounters
 from engine.model import SipRateLimit
-from engine.source_limits import RATE_LIMITED, UNACKNOWLEDGED, SourceLimits
-from engine.telephony.pjsua import _source_at
+from engine.telephony.pjsip.rxdata import source_at
 
 
-def limits(rate: float = 1, burst: int = 3, max_unconfirmed: int = 2) -> SourceLimits:
-    return SourceLimits(
+def limits(rate: float = 1, burst: int = 3, max_unconfirmed: int = 2) -> AdmissionCounters:
+    return AdmissionCounters(
         SipRateLimit(invites_per_second=rate, burst=burst, max_unconfirmed=max_unconfirmed)
     )
 
 
 def test_a_burst_then_the_rate() -> None:
     door = limits(rate=1, burst=3, max_unconfirmed=100)
-    assert [door.admit("10.0.0.1", 0.0) for _ in range(4)] == [None, None, None, RATE_LIMITED]
-    assert door.admit("10.0.0.2", 0.0) is None  # another source has its own bucket
-    assert door.admit("10.0.0.1", 0.5) == RATE_LIMITED
-    assert door.admit("10.0.0.1", 1.0) is None  # a token a second
+    assert [door.source_refusal("10.0.0.1", 0.0) for _ in range(4)] == [
+        None,
+        None,
+        None,
+        RATE_LIMITED,
+    ]
+    assert door.source_refusal("10.0.0.2", 0.0) is None  # another source has its own bucket
+    assert door.source_refusal("10.0.0.1", 0.5) == RATE_LIMITED
+    assert door.source_refusal("10.0.0.1", 1.0) is None  # a token a second
 
 
 def test_rate_zero_turns_the_rate_limit_off() -> None:
     door = limits(rate=0, burst=1, max_unconfirmed=100)
-    assert all(door.admit("10.0.0.1", 0.0) is None for _ in range(500))
+    assert all(door.source_refusal("10.0.0.1", 0.0) is None for _ in range(500))
 
 
 def test_unacknowledged_calls_hold_a_source_back_until_settled() -> None:
@@ -38,20 +43,20 @@ def test_unacknowledged_calls_hold_a_source_back_until_settled() -> None:
     door.answered("10.0.0.1")
     door.answered("10.0.0.1")
     assert door.unconfirmed("10.0.0.1") == 2
-    assert door.admit("10.0.0.1", 0.0) == UNACKNOWLEDGED
-    assert door.admit("10.0.0.9", 0.0) is None
+    assert door.source_refusal("10.0.0.1", 0.0) == UNACKNOWLEDGED
+    assert door.source_refusal("10.0.0.9", 0.0) is None
     door.settled("10.0.0.1")
-    assert door.admit("10.0.0.1", 0.0) is None
+    assert door.source_refusal("10.0.0.1", 0.0) is None
     door.settled("10.0.0.1")
     assert door.unconfirmed("10.0.0.1") == 0
 
 
 def test_an_admitted_invite_is_checked_again_for_unacknowledged_calls_only() -> None:
     door = limits(rate=1, burst=1, max_unconfirmed=1)
-    assert door.admit("10.0.0.1", 0.0) is None  # at the door: the token is spent
-    assert door.admit("10.0.0.1", 0.0, rate=False) is None  # the runtime: no second token
+    assert door.source_refusal("10.0.0.1", 0.0) is None  # at the door: the token is spent
+    assert door.source_refusal("10.0.0.1", 0.0, rate=False) is None  # the runtime: no second token
     door.answered("10.0.0.1")
-    assert door.admit("10.0.0.1", 0.0, rate=False) == UNACKNOWLEDGED
+    assert door.source_refusal("10.0.0.1", 0.0, rate=False) == UNACKNOWLEDGED
 
 
 def test_two_threads_keep_the_counts_exact() -> None:
@@ -60,7 +65,7 @@ def test_two_threads_keep_the_counts_exact() -> None:
     def work() -> None:
         for _ in range(5000):
             door.answered("10.0.0.1")
-            door.admit("10.0.0.1", 0.0)
+            door.source_refusal("10.0.0.1", 0.0)
             door.settled("10.0.0.1")
 
     threads = [threading.Thread(target=work) for _ in range(2)]
@@ -111,10 +116,10 @@ def test_the_source_address_is_read_only_when_every_field_agrees(
     host: str, port: int, kwargs: dict[str, object], expected: str | None
 ) -> None:
     buf = rx_data(host, port, **kwargs)  # type: ignore[arg-type]
-    assert _source_at(ctypes.addressof(buf), M) == expected
+    assert source_at(ctypes.addressof(buf), M) == expected
 
 
 def test_an_unknown_family_is_not_read() -> None:
     buf = rx_data("127.0.0.4", 5060)
     ctypes.c_uint16.from_address(ctypes.addressof(buf) + M - 88).value = 1  # AF_UNIX
-    assert _source_at(ctypes.addressof(buf), M) is None
+    assert source_at(ctypes.addressof(buf), M) is None

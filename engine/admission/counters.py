@@ -1,0 +1,136 @@
+"""The counters admission decides with, shared by the SIP stack's door and the runtime.
+
+`AdmissionCounters` is the one thread-safe object both threads ask: the INVITE rate of each
+source (a token bucket, `server.sip_rate_limit`), each source's answered calls still waiting
+for their ACK, the pace of new calls a fragile build survives, and the INVITEs whose rate
+token the door has spent already (by Call-ID, so the runtime does not charge them twice). One
+lock guards all of it. Time is passed in.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+
+from engine.model import SipRateLimit
+
+RATE_LIMITED = "rate limit"
+UNACKNOWLEDGED = "unacknowledged calls"
+CHARGED_MEMORY = 4096  # Call-IDs the door charged, not yet reported by pjsua
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per key: `rate` tokens a second, at most `burst` saved up.
+
+    At most `max_keys` keys are remembered (least recently seen forgotten first), so a flood
+    from many addresses cannot grow memory without bound. Not thread-safe on its own.
+    """
+
+    rate: float
+    burst: float
+    max_keys: int = 10_000
+    _buckets: OrderedDict[str, tuple[float, float]] = field(default_factory=OrderedDict)
+
+    def allow(self, key: str, now: float) -> bool:
+        tokens, last = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return allowed
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class AdmissionCounters:
+    """Per-source INVITE rate and unacknowledged calls, the pace, and the charged INVITEs."""
+
+    def __init__(self, limit: SipRateLimit | None, pace: RateLimiter | None = None) -> None:
+        """`limit` None: no per-source limits (only the pace and the charged INVITEs)."""
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._rate = (
+            RateLimiter(rate=limit.invites_per_second, burst=limit.burst)
+            if limit is not None and limit.invites_per_second > 0
+            else None
+        )
+        self._pace = pace
+        self._unconfirmed: Counter[str] = Counter()
+        self._charged: OrderedDict[str, None] = OrderedDict()
+
+    # --- asked by `decide` ------------------------------------------------------------------
+
+    def source_refusal(self, source: str, now: float, *, rate: bool = True) -> str | None:
+        """None when a new INVITE from `source` may go on, else why not (it gets 503).
+
+        `rate=False`: the unacknowledged calls only, for an INVITE the door charged already
+        (its rate token is spent; the calls it counted may have been answered since)."""
+        if self.limit is None:
+            return None
+        with self._lock:
+            if rate and self._rate is not None and not self._rate.allow(source, now):
+                return RATE_LIMITED
+            if self._unconfirmed[source] >= self.limit.max_unconfirmed:
+                return UNACKNOWLEDGED
+            return None
+
+    def set_pace(self, pace: RateLimiter | None) -> None:
+        """The pace of new calls the SIP stack's build survives (set when it starts)."""
+        with self._lock:
+            self._pace = pace
+
+    def pace_allows(self, now: float) -> bool:
+        """Whether one more new call fits the pace (always, without a pace)."""
+        if self._pace is None:
+            return True
+        with self._lock:
+            return self._pace.allow("", now)
+
+    @property
+    def pace_rate(self) -> float | None:
+        return self._pace.rate if self._pace is not None else None
+
+    # --- the door's charged INVITEs ---------------------------------------------------------
+
+    def charge(self, call_id: str) -> None:
+        """The door let the INVITE of `call_id` through after spending its rate token.
+
+        pjsua reports an INVITE later, from a copy of its rx data, so the runtime looks it up
+        by Call-ID (the last `CHARGED_MEMORY`: pjsua may refuse one without reporting it)."""
+        if not call_id:
+            return
+        with self._lock:
+            self._charged[call_id] = None
+            while len(self._charged) > CHARGED_MEMORY:
+                self._charged.popitem(last=False)
+
+    def take_charged(self, call_id: str) -> bool:
+        """Whether the door charged `call_id` (and forget it)."""
+        with self._lock:
+            try:
+                del self._charged[call_id]
+            except KeyError:
+                return False
+            return True
+
+    # --- the runtime's answered calls -------------------------------------------------------
+
+    def answered(self, source: str) -> None:
+        """A call from `source` was answered: it waits for its ACK."""
+        with self._lock:
+            self._unconfirmed[source] += 1
+
+    def settled(self, source: str) -> None:
+        """An answered call from `source` got its ACK, or ended first."""
+        with self._lock:
+            self._unconfirmed[source] -= 1
+            if self._unconfirmed[source] <= 0:
+                del self._unconfirmed[source]
+
+    def unconfirmed(self, source: str) -> int:
+        with self._lock:
+            return self._unconfirmed[source]

@@ -1,0 +1,236 @@
+"""The admission decision for a new out-of-dialog request: `decide(request, server, counters,
+now) -> Admit | Refuse`.
+
+One function, asked twice: by the SIP stack's door (a pjsip module on the pjsua thread, before
+pjsua creates anything) with what it can read of the request, and by the runtime (on the
+event loop, once pjsua reports the INVITE) with everything, routing included. A fact that is
+`None` is not known to the asker and its rule is skipped; the other side applies it. So a
+rule has one home and one refusal, whoever asks: a scanner gets the same `Refuse` at the door
+and in the runtime.
+
+Order (the first rule that refuses decides):
+
+    scanner User-Agent      any method  403 silent   (no answer where none was sent yet)
+    -- only INVITEs go on --
+    SDP offer               400 / 488   the offer does not parse / the media stack cannot carry it
+    per-source limits       503         over `sip_rate_limit` (rate, unacknowledged calls)
+    not in `sip_allow`      403
+    draining                503         shutting down
+    unknown extension       404
+    receptionist disabled   503
+    every call slot busy    503 + Retry-After
+    pace                    503 + Retry-After  (builds whose ioqueue aborts when full)
+
+Pure but for `counters` (thread-safe token buckets and counts; time is passed in).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from engine.admission.counters import AdmissionCounters
+from engine.model import Receptionist
+
+RETRY_AFTER = 5  # seconds, in the 503's Retry-After when every call slot is busy
+
+# User-Agent substrings of well-known SIP scanners and password crackers (lower case).
+SCANNER_AGENTS = (
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "sip-scan",
+    "sipscan",
+    "sipsak",
+    "vaxsipuseragent",
+    "iwar",
+    "sundayddr",
+    "pplsip",
+    "sivus",
+    "svcrack",
+    "svwar",
+    "smap",
+)
+
+
+def is_scanner(user_agent: str) -> bool:
+    agent = user_agent.lower()
+    return any(name in agent for name in SCANNER_AGENTS)
+
+
+def source_allowed(source_host: str, allow: Sequence[str]) -> bool:
+    """Whether `source_host` is in the allow-list of networks (an empty list allows all)."""
+    if not allow:
+        return True
+    try:
+        address = ipaddress.ip_address(source_host.strip("[]"))
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in allow)
+
+
+class RefusalKind(StrEnum):
+    SCANNER = "scanner"
+    BAD_OFFER = "bad_offer"
+    SOURCE_LIMIT = "source_limit"
+    NOT_ALLOWED = "not_allowed"
+    DRAINING = "draining"
+    UNKNOWN_EXTENSION = "unknown_extension"
+    DISABLED = "receptionist_disabled"
+    FULL = "full"
+    PACE = "pace"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewRequest:
+    """What the asker knows of a new out-of-dialog request; `None`: not known here."""
+
+    method: str = "INVITE"
+    call_id: str = ""
+    user_agent: str | None = None  # None: the request's text could not be read
+    source_host: str | None = None  # None: the source address could not be read
+    offer: tuple[int, str] | None = None  # (400 or 488, why) when the SDP offer is refused
+    request_user: str | None = None  # None: routing is not decided here (the door)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerState:
+    """What the asker knows of the server; `None`: the rule is not applied here."""
+
+    allow: Sequence[str] | None = None  # `server.sip_allow`
+    draining: bool = False
+    receptionists: Mapping[str, Receptionist] | None = None
+    calls: int = 0  # calls in progress
+    capacity: int | None = None  # calls that may be in progress
+    capacity_text: str = ""  # what limits the capacity and how to raise it, for the log
+    charged: bool = False  # the door spent this INVITE's rate token already
+    pace: bool = False  # apply the counters' pace of new calls
+
+
+@dataclass(frozen=True, kw_only=True)
+class Admit:
+    receptionist: Receptionist | None = None  # None where routing is not decided (the door)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refuse:
+    kind: RefusalKind
+    sip_code: int
+    reason: str  # the reason phrase sent
+    detail: str = ""  # why, for the log (never the request's content beyond what is safe)
+    silent: bool = False  # send no answer where none was sent yet
+    retry_after: int | None = None
+
+
+Decision = Admit | Refuse
+
+
+def decide(
+    request: NewRequest, server: ServerState, counters: AdmissionCounters | None, now: float
+) -> Decision:
+    """Admit `request` or refuse it (see the module doc string for the order)."""
+    if request.user_agent is not None and is_scanner(request.user_agent):
+        return Refuse(
+            kind=RefusalKind.SCANNER,
+            sip_code=403,
+            reason="Forbidden",
+            detail="a SIP scanner's User-Agent",
+            silent=True,
+        )
+    if request.method != "INVITE":
+        return Admit()
+    if request.offer is not None:
+        code, why = request.offer
+        reason = "Bad Request" if code == 400 else "Not Acceptable Here"
+        return Refuse(kind=RefusalKind.BAD_OFFER, sip_code=code, reason=reason, detail=why)
+    if counters is not None and request.source_host is not None:
+        over = counters.source_refusal(request.source_host, now, rate=not server.charged)
+        if over is not None:
+            return Refuse(
+                kind=RefusalKind.SOURCE_LIMIT,
+                sip_code=503,
+                reason=f"Service Unavailable ({over})",
+                detail=f"the source is over sip_rate_limit ({over})",
+            )
+    return _route(request, server, counters, now)
+
+
+def _route(
+    request: NewRequest, server: ServerState, counters: AdmissionCounters | None, now: float
+) -> Decision:
+    if (
+        server.allow is not None
+        and request.source_host is not None
+        and not source_allowed(request.source_host, server.allow)
+    ):
+        return Refuse(
+            kind=RefusalKind.NOT_ALLOWED,
+            sip_code=403,
+            reason="Forbidden",
+            detail="the source is not in sip_allow",
+        )
+    if server.draining:
+        return Refuse(
+            kind=RefusalKind.DRAINING, sip_code=503, reason="Service Unavailable (shutting down)"
+        )
+    receptionist = None
+    if server.receptionists is not None and request.request_user is not None:
+        receptionist = server.receptionists.get(request.request_user)
+        if receptionist is None:
+            return Refuse(kind=RefusalKind.UNKNOWN_EXTENSION, sip_code=404, reason="Not Found")
+        if not receptionist.enabled:
+            return Refuse(
+                kind=RefusalKind.DISABLED,
+                sip_code=503,
+                reason="Service Unavailable (receptionist disabled)",
+            )
+    if server.capacity is not None and server.calls >= server.capacity:
+        return Refuse(
+            kind=RefusalKind.FULL,
+            sip_code=503,
+            reason="Service Unavailable (call limit reached)",
+            detail=server.capacity_text,
+            retry_after=RETRY_AFTER,
+        )
+    if server.pace and counters is not None and not counters.pace_allows(now):
+        rate = counters.pace_rate
+        return Refuse(
+            kind=RefusalKind.PACE,
+            sip_code=503,
+            reason="Service Unavailable",
+            detail=f"new calls arrive faster than {rate:g} a second",
+            retry_after=RETRY_AFTER,
+        )
+    return Admit(receptionist=receptionist)
+
+
+# Levels of the one log line a refusal gets in the runtime (the door sums its refusals up in one
+# periodic warning instead: a flood must not flood the log).
+_LOG_LEVELS = {
+    RefusalKind.SCANNER: "DEBUG",
+    RefusalKind.SOURCE_LIMIT: "DEBUG",
+    RefusalKind.BAD_OFFER: "INFO",
+    RefusalKind.NOT_ALLOWED: "INFO",
+    RefusalKind.UNKNOWN_EXTENSION: "INFO",
+    RefusalKind.DRAINING: "WARNING",
+    RefusalKind.DISABLED: "WARNING",
+    RefusalKind.FULL: "WARNING",
+    RefusalKind.PACE: "WARNING",
+}
+
+
+def log_level(refusal: Refuse) -> str:
+    """The level (a `logging` level name) of a refusal's log line."""
+    return _LOG_LEVELS[refusal.kind]
+
+
+def describe(refusal: Refuse, request: NewRequest, source: str) -> str:
+    """The refusal's log line: what was refused, from where, with what, and why."""
+    target = f" for {request.request_user}" if request.request_user else ""
+    why = f": {refusal.detail}" if refusal.detail else ""
+    return (
+        f"rejecting {request.method}{target} from {source} with {refusal.sip_code} "
+        f"{refusal.reason}{why}"
+    )

@@ -1,0 +1,281 @@
+"""Admission's one decision, as a table: every refusal with its code, reason phrase and whether
+it is silent, in the documented order; and the same answer whichever side asks (the SIP
+stack's door with what it can read, or the runtime with everything)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from engine.admission import (
+    RETRY_AFTER,
+    AdmissionCounters,
+    Admit,
+    NewRequest,
+    RateLimiter,
+    RefusalKind,
+    Refuse,
+    ServerState,
+    decide,
+    describe,
+    log_level,
+)
+from engine.model import SipRateLimit
+from tests.flow_harness import receptionist
+
+IVRS = {"800": receptionist(), "801": receptionist(extension_number="801", enabled=False)}
+PBX = "10.0.0.5"
+
+# what the runtime knows: everything
+RUNTIME = ServerState(allow=["10.0.0.0/8"], receptionists=IVRS, calls=0, capacity=4)
+INVITE = NewRequest(call_id="a@pbx", user_agent="PortSIP PBX", source_host=PBX, request_user="800")
+
+
+def counters(**limit: float) -> AdmissionCounters:
+    return AdmissionCounters(SipRateLimit.model_validate(limit))
+
+
+# (case, request changes, state changes, kind, code, reason, silent, retry_after)
+REFUSALS = [
+    (
+        "scanner",
+        {"user_agent": "friendly-scanner"},
+        {},
+        RefusalKind.SCANNER,
+        403,
+        "Forbidden",
+        True,
+        None,
+    ),
+    (
+        "scanner OPTIONS",
+        {"method": "OPTIONS", "user_agent": "sipvicious 0.3"},
+        {},
+        RefusalKind.SCANNER,
+        403,
+        "Forbidden",
+        True,
+        None,
+    ),
+    (
+        "unparsable SDP",
+        {"offer": (400, "no c= line")},
+        {},
+        RefusalKind.BAD_OFFER,
+        400,
+        "Bad Request",
+        False,
+        None,
+    ),
+    (
+        "SDP the media cannot carry",
+        {"offer": (488, "c=IN IP4 999.1.1.1")},
+        {},
+        RefusalKind.BAD_OFFER,
+        488,
+        "Not Acceptable Here",
+        False,
+        None,
+    ),
+    (
+        "not in sip_allow",
+        {"source_host": "192.0.2.7"},
+        {},
+        RefusalKind.NOT_ALLOWED,
+        403,
+        "Forbidden",
+        False,
+        None,
+    ),
+    (
+        "draining",
+        {},
+        {"draining": True},
+        RefusalKind.DRAINING,
+        503,
+        "Service Unavailable (shutting down)",
+        False,
+        None,
+    ),
+    (
+        "unknown extension",
+        {"request_user": "999"},
+        {},
+        RefusalKind.UNKNOWN_EXTENSION,
+        404,
+        "Not Found",
+        False,
+        None,
+    ),
+    (
+        "disabled",
+        {"request_user": "801"},
+        {},
+        RefusalKind.DISABLED,
+        503,
+        "Service Unavailable (receptionist disabled)",
+        False,
+        None,
+    ),
+    (
+        "full",
+        {},
+        {"calls": 4},
+        RefusalKind.FULL,
+        503,
+        "Service Unavailable (call limit reached)",
+        False,
+        RETRY_AFTER,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "req", "state", "kind", "code", "reason", "silent", "retry_after"),
+    REFUSALS,
+    ids=[row[0] for row in REFUSALS],
+)
+def test_every_refusal(
+    case: str,
+    req: dict[str, object],
+    state: dict[str, object],
+    kind: RefusalKind,
+    code: int,
+    reason: str,
+    silent: bool,
+    retry_after: int | None,
+) -> None:
+    decision = decide(replace(INVITE, **req), replace(RUNTIME, **state), counters(), 0.0)  # type: ignore[arg-type]
+    assert isinstance(decision, Refuse), case
+    assert (decision.kind, decision.sip_code, decision.reason) == (kind, code, reason)
+    assert (decision.silent, decision.retry_after) == (silent, retry_after)
+
+
+def test_a_source_over_its_limits_gets_503_rate_then_unacknowledged() -> None:
+    c = counters(invites_per_second=1, burst=1, max_unconfirmed=1)
+    assert isinstance(decide(INVITE, RUNTIME, c, 0.0), Admit)
+    over = decide(INVITE, RUNTIME, c, 0.0)
+    assert isinstance(over, Refuse) and over.kind is RefusalKind.SOURCE_LIMIT
+    assert (over.sip_code, over.reason, over.silent) == (
+        503,
+        "Service Unavailable (rate limit)",
+        False,
+    )
+    c.answered(PBX)
+    later = decide(INVITE, RUNTIME, c, 10.0)
+    assert isinstance(later, Refuse)
+    assert later.reason == "Service Unavailable (unacknowledged calls)"
+
+
+def test_an_invite_the_door_charged_spends_no_second_token() -> None:
+    c = counters(invites_per_second=1, burst=1)
+    door = NewRequest(call_id="a@pbx", user_agent="PBX", source_host=PBX)
+    assert isinstance(decide(door, ServerState(capacity=4), c, 0.0), Admit)
+    c.charge("a@pbx")
+    charged = replace(RUNTIME, charged=c.take_charged("a@pbx"))
+    assert isinstance(decide(INVITE, charged, c, 0.0), Admit)
+    assert not c.take_charged("a@pbx")  # taken once
+    assert isinstance(decide(INVITE, RUNTIME, c, 0.0), Refuse)  # not charged: over the rate
+
+
+def test_the_pace_applies_only_where_asked_for() -> None:
+    c = AdmissionCounters(None, pace=RateLimiter(rate=10, burst=2))
+    door = ServerState(capacity=4, pace=True)
+    request = NewRequest(user_agent="PBX", source_host=PBX)
+    assert [isinstance(decide(request, door, c, 0.0), Admit) for _ in range(3)] == [
+        True,
+        True,
+        False,
+    ]
+    paced = decide(request, door, c, 0.0)
+    assert isinstance(paced, Refuse) and paced.kind is RefusalKind.PACE
+    assert (paced.sip_code, paced.retry_after) == (503, RETRY_AFTER)
+    assert "faster than 10 a second" in paced.detail
+    assert isinstance(decide(request, ServerState(capacity=4), c, 0.0), Admit)  # not asked
+
+
+def test_the_order_of_the_rules() -> None:
+    everything_wrong = replace(
+        INVITE,
+        user_agent="friendly-scanner",
+        offer=(488, "x"),
+        source_host="192.0.2.7",
+        request_user="999",
+    )
+    state = replace(RUNTIME, draining=True, calls=4)
+    kinds = []
+    request = everything_wrong
+    for fix in (
+        {"user_agent": "PBX"},
+        {"offer": None},
+        {"source_host": PBX},
+    ):
+        decision = decide(request, state, counters(), 0.0)
+        assert isinstance(decision, Refuse)
+        kinds.append(decision.kind)
+        request = replace(request, **fix)  # type: ignore[arg-type]
+    for fix_state in ({"draining": False}, {}):
+        decision = decide(request, state, counters(), 0.0)
+        assert isinstance(decision, Refuse)
+        kinds.append(decision.kind)
+        state = replace(state, **fix_state)  # type: ignore[arg-type]
+    request = replace(request, request_user="801")
+    decision = decide(request, state, counters(), 0.0)
+    assert isinstance(decision, Refuse)
+    kinds.append(decision.kind)
+    decision = decide(replace(request, request_user="800"), state, counters(), 0.0)
+    assert isinstance(decision, Refuse)
+    kinds.append(decision.kind)
+    assert kinds == [
+        RefusalKind.SCANNER,
+        RefusalKind.BAD_OFFER,
+        RefusalKind.NOT_ALLOWED,
+        RefusalKind.DRAINING,
+        RefusalKind.UNKNOWN_EXTENSION,
+        RefusalKind.DISABLED,
+        RefusalKind.FULL,
+    ]
+
+
+@pytest.mark.parametrize("user_agent", ["friendly-scanner", "sipvicious 0.3.4", "SIPcli/v1.8"])
+def test_a_scanner_is_treated_the_same_at_the_door_and_in_the_runtime(user_agent: str) -> None:
+    """The door knows the text but not the routing; the runtime knows everything: both get the
+    same silent 403."""
+    door = decide(
+        NewRequest(user_agent=user_agent, source_host=PBX, call_id="s"),
+        ServerState(capacity=4, pace=True),
+        counters(),
+        0.0,
+    )
+    runtime = decide(replace(INVITE, user_agent=user_agent), RUNTIME, counters(), 0.0)
+    assert door == runtime
+    assert isinstance(door, Refuse) and door.silent and door.sip_code == 403
+
+
+def test_the_door_leaves_routing_and_the_allow_list_to_the_runtime() -> None:
+    door = NewRequest(user_agent="PBX", source_host="192.0.2.7")  # request_user unknown
+    assert decide(door, ServerState(capacity=4), counters(), 0.0) == Admit(receptionist=None)
+    assert decide(NewRequest(method="OPTIONS"), ServerState(capacity=0), None, 0.0) == Admit()
+
+
+def test_an_admitted_invite_names_its_receptionist() -> None:
+    decision = decide(INVITE, RUNTIME, counters(), 0.0)
+    assert decision == Admit(receptionist=IVRS["800"])
+
+
+def test_each_refusal_has_one_log_line() -> None:
+    full = decide(INVITE, replace(RUNTIME, calls=4, capacity_text="make pjsua2"), None, 0.0)
+    assert isinstance(full, Refuse)
+    line = describe(full, INVITE, "10.0.0.5:5060")
+    assert line == (
+        "rejecting INVITE for 800 from 10.0.0.5:5060 with 503 "
+        "Service Unavailable (call limit reached): make pjsua2"
+    )
+    assert log_level(full) == "WARNING"
+    for kind in RefusalKind:
+        assert log_level(Refuse(kind=kind, sip_code=503, reason="x")) in {
+            "DEBUG",
+            "INFO",
+            "WARNING",
+        }
