@@ -25,7 +25,7 @@ types: install
 	$(BIN)/mypy engine
 
 test: install
-	$(BIN)/pytest -q --cov=engine/flow --cov=engine/rules --cov-branch --cov-report=term --cov-fail-under=95
+	$(BIN)/pytest -q --cov=engine/flow --cov=engine/rules --cov=engine/admission --cov-branch --cov-report=term --cov-fail-under=95
 
 test-unit: install
 	$(BIN)/pytest -q --ignore=tests/integration

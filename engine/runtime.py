@@ -9,10 +9,11 @@ thread, HTTP in tasks, and timers are `loop.call_later` handles.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,7 +67,7 @@ from engine.lockout import DisaLockouts, LockoutSink
 from engine.metrics import Metrics
 from engine.model import ActionUrl, Receptionist, ServerSettings
 from engine.prompts import PromptLibrary
-from engine.records import CallRecords, to_document
+from engine.records import CallRecord, CallRecords, SipFacts
 from engine.telephony.base import (
     CallConfirmed,
     CallDisconnected,
@@ -105,7 +106,7 @@ class ActiveCall:
     timers: dict[TimerName, asyncio.TimerHandle] = field(default_factory=dict)
     requests: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     disa_failure_counted: bool = False
-    sip: dict[str, Any] = field(default_factory=dict)
+    sip: SipFacts = field(default_factory=SipFacts)
     dtmf_methods: dict[str, int] = field(default_factory=dict)
     confirmed: bool = False  # the ACK came (CallConfirmed)
 
@@ -161,12 +162,18 @@ class Runtime:
         limit = self.telephony.max_calls
         return min(limit, self.server.max_calls) if self.server.max_calls else limit
 
-    def set_receptionists(self, receptionists: Mapping[str, Receptionist]) -> None:
-        """Live change: new calls use these; calls in progress keep their snapshot."""
-        self.receptionists = dict(receptionists)
+    @property
+    def active_calls(self) -> int:
+        return len(self.calls)
 
-    def set_files(self, files: Mapping[str, Path]) -> None:
-        """Live change: the converted prompt files by id."""
+    def recent_records(self) -> Sequence[Mapping[str, Any]]:
+        """The documents of the latest call records, oldest first."""
+        return list(self.records.recent)
+
+    def apply(self, receptionists: Mapping[str, Receptionist], files: Mapping[str, Path]) -> None:
+        """Live change: new calls use these receptionists and converted prompt files (by
+        id); calls in progress keep their snapshot."""
+        self.receptionists = dict(receptionists)
         self.files = dict(files)
 
     # --- telephony events --------------------------------------------------------------------
@@ -188,7 +195,7 @@ class Runtime:
         match event:
             case CallConfirmed():
                 self._confirmed(call)
-                call.sip["confirmed_at"] = self.clock().isoformat()
+                call.sip.confirmed_at = self.clock().isoformat()
                 self._feed(call, CallAnswered(at=self.clock()))
             case DtmfDigit():
                 call.dtmf_methods[event.method] = call.dtmf_methods.get(event.method, 0) + 1
@@ -201,9 +208,9 @@ class Runtime:
             case TransferStatus():
                 self._on_transfer_status(call, event)
             case CallDisconnected():
-                call.sip["disconnect_code"] = event.sip_code
-                call.sip["disconnect_reason"] = event.reason
-                call.sip["disconnected_by"] = "caller" if event.by_remote else "server"
+                call.sip.disconnect_code = event.sip_code
+                call.sip.disconnect_reason = event.reason
+                call.sip.disconnected_by = "caller" if event.by_remote else "server"
                 if call.flow.phase is not Phase.ENDED:
                     if event.by_remote:
                         self._feed(call, CallerHungUp(at=self.clock()))
@@ -299,7 +306,7 @@ class Runtime:
         self.telephony.answer(incoming.call_id)
 
     def _on_transfer_status(self, call: ActiveCall, event: TransferStatus) -> None:
-        call.sip.setdefault("transfer_notify_codes", []).append(event.sip_code)
+        call.sip.transfer_notify_codes.append(event.sip_code)
         now = self.clock()
         if not event.final:
             self._feed(call, TransferProgressed(at=now, sip_code=event.sip_code))
@@ -463,48 +470,50 @@ class Runtime:
         del self.calls[call.incoming.call_id]
         record = self.call_record(call)
         self.metrics.calls_active.dec()
-        self.metrics.calls.labels(record["outcome"]).inc()
+        self.metrics.calls.labels(record.outcome).inc()
         for transfer in call.flow.record.transfers:
             self.metrics.transfers.labels(transfer.result).inc()
         try:
             self.records.write(record)
         except OSError:
             log.exception("session %s: could not write the call record", call.session_id)
-        log.info("session %s: ended, %s (%s)", call.session_id, record["outcome"], record["reason"])
+        log.info("session %s: ended, %s (%s)", call.session_id, record.outcome, record.reason)
         if not self.calls:
             self._idle.set()
 
-    def call_record(self, call: ActiveCall) -> dict[str, Any]:
+    def call_record(self, call: ActiveCall) -> CallRecord:
         flow_record = call.flow.record
         last_transfer = flow_record.transfers[-1] if flow_record.transfers else None
-        return {
-            "session_id": call.session_id,
-            "receptionist_id": call.receptionist.id,
-            "receptionist": call.receptionist.name,
-            "extension_number": call.receptionist.extension_number,
-            "caller_number": call.incoming.from_user,
-            "caller_name": call.incoming.from_display,
-            "source": f"{format_host(call.incoming.source_host)}:{call.incoming.source_port}",
-            "transport": call.incoming.transport,
-            "started_at": call.started_at.isoformat(),
-            "answered_at": to_document(flow_record.answered_at),
-            "ended_at": to_document(flow_record.ended_at or self.clock()),
-            "outcome": (flow_record.outcome.value if flow_record.outcome else "unknown"),
-            "reason": flow_record.reason,
-            "transferred_to": flow_record.transferred_to,
-            "transfer_sip_code": last_transfer.sip_code if last_transfer else None,
-            "transfer_assumed": bool(last_transfer and last_transfer.result == "assumed"),
-            "inputs": to_document(flow_record.inputs),
-            "action_urls": to_document(flow_record.action_urls),
-            "transfers": to_document(flow_record.transfers),
-            "menu_rules": flow_record.menu_rules,
-            "night_mode": flow_record.night_mode,
-            "disa_pin_failures": flow_record.disa_pin_failures,
-            "disa_authenticated": flow_record.disa_authenticated,
-            "digits_ignored": flow_record.digits_ignored,
-            "dtmf_methods": dict(call.dtmf_methods),
-            "sip": dict(call.sip),
-        }
+        return CallRecord(
+            session_id=call.session_id,
+            receptionist_id=call.receptionist.id,
+            receptionist=call.receptionist.name,
+            extension_number=call.receptionist.extension_number,
+            caller_number=call.incoming.from_user,
+            caller_name=call.incoming.from_display,
+            source=f"{format_host(call.incoming.source_host)}:{call.incoming.source_port}",
+            transport=call.incoming.transport,
+            started_at=call.started_at,
+            answered_at=flow_record.answered_at,
+            ended_at=flow_record.ended_at or self.clock(),
+            outcome=flow_record.outcome.value if flow_record.outcome else "unknown",
+            reason=flow_record.reason,
+            transferred_to=flow_record.transferred_to,
+            transfer_sip_code=last_transfer.sip_code if last_transfer else None,
+            transfer_assumed=bool(last_transfer and last_transfer.result == "assumed"),
+            inputs=tuple(flow_record.inputs),
+            action_urls=tuple(flow_record.action_urls),
+            transfers=tuple(flow_record.transfers),
+            menu_rules=tuple(flow_record.menu_rules),
+            night_mode=flow_record.night_mode,
+            disa_pin_failures=flow_record.disa_pin_failures,
+            disa_authenticated=flow_record.disa_authenticated,
+            digits_ignored=flow_record.digits_ignored,
+            dtmf_methods=dict(call.dtmf_methods),
+            sip=dataclasses.replace(
+                call.sip, transfer_notify_codes=list(call.sip.transfer_notify_codes)
+            ),
+        )
 
     # --- draining ----------------------------------------------------------------------------
 

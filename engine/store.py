@@ -43,7 +43,7 @@ from pydantic import SecretStr, ValidationError
 from engine.config import problems_from
 from engine.errors import VrError
 from engine.model import TRUSTED_STORE, ActionUrl, Receptionist
-from engine.records import CallRecords
+from engine.records import CallRecord, CallRecords
 
 log = logging.getLogger("vr.store")
 
@@ -1565,12 +1565,13 @@ class StoreCallRecords(CallRecords):
         self.total = store.call_record_count()
         self._since_prune = 0
 
-    def write(self, record: dict[str, Any]) -> None:
-        self.recent.append(record)
+    def write(self, record: CallRecord) -> None:
+        document = record.document()
+        self.recent.append(document)
         self.total += 1
         self._since_prune += 1
         try:
-            future = self.store.submit(self.store.add_call_record, dict(record))
+            future = self.store.submit(self.store.add_call_record, document)
             future.add_done_callback(_log_failure)
             if self._since_prune >= 1000:
                 self._since_prune = 0
@@ -1578,7 +1579,7 @@ class StoreCallRecords(CallRecords):
                     _log_failure
                 )
         except RuntimeError:  # the store's thread is shut down
-            log.error("call record %s not stored: the store is closed", record.get("session_id"))
+            log.error("call record %s not stored: the store is closed", record.session_id)
 
 
 class StoreDisaSink:

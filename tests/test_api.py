@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine.flow.record import InputRecord
 from engine.model import ServerSettings
+from engine.records import CallRecord
 from engine.rules.pin import verify_pin
 from engine.store import StoreCallRecords
+from tests.record_helpers import call_record as typed_record
 from tests.test_api_helpers import PIN, TOKEN, Api, make_api
 
 SECRETS = ("crmpass1", "bearer-token-secret", "signing-secret-0123456789")
@@ -478,18 +482,18 @@ def test_destroying_a_receptionist_removes_its_action_urls(api: Api) -> None:
 # --- call records ----------------------------------------------------------------------------
 
 
-def call_record(session: str, outcome: str, caller: str) -> dict[str, Any]:
-    return {
-        "session_id": session,
-        "receptionist_id": "r1",
-        "receptionist": "Main",
-        "extension_number": "800",
-        "caller_number": caller,
-        "started_at": f"2026-01-14T09:00:0{session[-1]}+00:00",
-        "ended_at": None,
-        "outcome": outcome,
-        "inputs": [{"digits": "******", "kind": "pin"}],
-    }
+def call_record(session: str, outcome: str, caller: str) -> CallRecord:
+    return typed_record(
+        session_id=session,
+        caller_number=caller,
+        started_at=datetime(2026, 1, 14, 9, 0, int(session[-1]), tzinfo=UTC),
+        outcome=outcome,
+        inputs=(
+            InputRecord(
+                at=datetime(2026, 1, 14, 9, 0, 9, tzinfo=UTC), stage="pin", digits="******"
+            ),
+        ),
+    )
 
 
 def test_call_records_from_the_store(api: Api) -> None:
@@ -505,7 +509,9 @@ def test_call_records_from_the_store(api: Api) -> None:
     assert [r["session_id"] for r in body["items"]] == ["s2"]
     body = api.get("/api/calls", params={"orderby": "started_at"}).json()
     assert [r["session_id"] for r in body["items"]] == ["s1", "s2", "s3"]
-    assert api.get("/api/calls/s2").json() == call_record("s2", "hung_up_by_caller", "1002")
+    assert (
+        api.get("/api/calls/s2").json() == call_record("s2", "hung_up_by_caller", "1002").document()
+    )
     assert api.get("/api/calls", params={"top": 101}).status_code == 400
 
 
@@ -533,12 +539,12 @@ def test_without_a_store_only_status_and_in_memory_calls_are_served() -> None:
     from tests.test_api_helpers import AUTH, make_runtime
 
     runtime = make_runtime()
-    runtime.records.write({"session_id": "s1", "outcome": "transferred"})
+    runtime.records.write(typed_record(session_id="s1", outcome="transferred"))
     client = TestClient(create_app(runtime, token=TOKEN, is_serving=lambda: True), headers=AUTH)
     assert client.get("/api/status").status_code == 200
     assert client.get("/api/calls").json() == {
         "count": 1,
-        "items": [{"session_id": "s1", "outcome": "transferred"}],
+        "items": [typed_record(session_id="s1", outcome="transferred").document()],
     }
     assert client.get("/api/calls/s1").status_code == 200
     assert client.get("/api/calls/s2").status_code == 404

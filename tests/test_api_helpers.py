@@ -133,8 +133,7 @@ def make_api(
 
     def on_change(snapshot: Snapshot) -> None:
         holder["api"].snapshots.append(snapshot)
-        runtime.set_receptionists(snapshot.receptionists)
-        runtime.files = dict(snapshot.files)
+        runtime.apply(snapshot.receptionists, snapshot.files)
 
     app = create_app(
         runtime,

@@ -37,6 +37,7 @@ from engine.store import (
     receptionist_snapshot,
     seed_from_config,
 )
+from tests.record_helpers import call_record
 
 PIN = "135790"
 
@@ -276,14 +277,14 @@ def test_the_record_sink_writes_through_the_store_thread(tmp_path: Path) -> None
     store = Store.open(tmp_path)
     sink = StoreCallRecords(store, keep=2)
     for n in range(3):
-        sink.write(record(f"s{n}"))
+        sink.write(call_record(session_id=f"s{n}"))
     assert [r["session_id"] for r in sink.recent] == ["s1", "s2"]
     assert sink.total == 3
     store.close()  # waits for the queued inserts
     reopened = Store.open(tmp_path)
     again = StoreCallRecords(reopened, keep=10)
     assert again.total == 3 and [r["session_id"] for r in again.recent] == ["s0", "s1", "s2"]
-    assert reopened.get_call_record("s1") == record("s1")
+    assert reopened.get_call_record("s1") == call_record(session_id="s1").document()
     assert reopened.get_call_record("nope") is None
     reopened.close()
 

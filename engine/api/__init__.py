@@ -28,8 +28,8 @@ from engine.api.blobs import blobs_router
 from engine.api.common import ApiContext, apply_to_runtime, list_options
 from engine.api.errors import error_response, install_error_handlers, not_found
 from engine.api.ivrs import ivrs_router
+from engine.api.view import RuntimeView
 from engine.errors import ApiError
-from engine.runtime import Runtime
 from engine.store import ListOptions, Snapshot, Store
 from engine.uploads import UploadLimits, Uploads
 
@@ -124,7 +124,7 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def _status_router(runtime: Runtime, is_serving: Callable[[], bool]) -> APIRouter:
+def _status_router(runtime: RuntimeView, is_serving: Callable[[], bool]) -> APIRouter:
     router = APIRouter()
     process = psutil.Process(os.getpid())
     process.cpu_percent(None)
@@ -135,7 +135,7 @@ def _status_router(runtime: Runtime, is_serving: Callable[[], bool]) -> APIRoute
             "cpu_usage": round(cpu),
             "memory_usage": round(psutil.virtual_memory().percent),
             "status": "ONLINE" if is_serving() and not runtime.draining else "OFFLINE",
-            "active_calls": len(runtime.calls),
+            "active_calls": runtime.active_calls,
             "capacity": runtime.capacity,
             "calls_total": runtime.calls_total,
         }
@@ -182,7 +182,7 @@ def _status_router(runtime: Runtime, is_serving: Callable[[], bool]) -> APIRoute
     return router
 
 
-def _calls_router(runtime: Runtime, store: Store | None) -> APIRouter:
+def _calls_router(runtime: RuntimeView, store: Store | None) -> APIRouter:
     router = APIRouter(prefix="/api/calls")
 
     @router.get("")
@@ -190,7 +190,7 @@ def _calls_router(runtime: Runtime, store: Store | None) -> APIRouter:
         if store is not None:
             page = await store.run(store.list_call_records, options)
             return {"count": page.count, "items": page.items}
-        items = list(reversed(runtime.records.recent))
+        items = list(reversed(runtime.recent_records()))
         return {"count": len(items), "items": items[options.skip : options.skip + options.top]}
 
     @router.get("/{session_id}")
@@ -199,7 +199,7 @@ def _calls_router(runtime: Runtime, store: Store | None) -> APIRouter:
             record = await store.run(store.get_call_record, session_id)
         else:
             record = next(
-                (r for r in reversed(runtime.records.recent) if r["session_id"] == session_id),
+                (r for r in reversed(runtime.recent_records()) if r["session_id"] == session_id),
                 None,
             )
         if record is None:
@@ -221,7 +221,7 @@ def _no_store_router() -> APIRouter:
 
 
 def create_app(
-    runtime: Runtime,
+    runtime: RuntimeView,
     *,
     token: str,
     is_serving: Callable[[], bool],

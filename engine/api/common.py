@@ -19,10 +19,10 @@ from fastapi import Query, Request
 from pydantic import ValidationError
 
 from engine.api.errors import invalid
+from engine.api.view import RuntimeView
 from engine.config import problems_from
 from engine.errors import ApiError
 from engine.keyed_locks import KeyedLocks
-from engine.runtime import Runtime
 from engine.store import (
     MAX_SKIP,
     MAX_TOP,
@@ -69,7 +69,7 @@ class ApiContext:
     """What handlers need: the store, the runtime (read only), and the change hook."""
 
     store: Store
-    runtime: Runtime
+    runtime: RuntimeView
     is_serving: Callable[[], bool]
     on_change: Callable[[Snapshot], None]
     uploads: Uploads
@@ -118,12 +118,11 @@ class ApiContext:
         return self.is_serving() and not self.runtime.draining
 
 
-def apply_to_runtime(runtime: Runtime) -> Callable[[Snapshot], None]:
+def apply_to_runtime(runtime: RuntimeView) -> Callable[[Snapshot], None]:
     """The default change hook: new calls use the snapshot's receptionists and files."""
 
     def apply(snapshot: Snapshot) -> None:
-        runtime.set_receptionists(snapshot.receptionists)
-        runtime.files = dict(snapshot.files)
+        runtime.apply(snapshot.receptionists, snapshot.files)
 
     return apply
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import pjsua2 as pj
 
+from engine.telephony.endpoint import SipSettings, endpoint_config
 from engine.telephony.guard import clear_last_exception, guard
 from engine.telephony.pjsip.build import IPV6_ONLY, pick_free_port
 from engine.telephony.sipmsg import parse_invite
@@ -247,20 +248,11 @@ class Peer:
             ctypes.CDLL(pj._pjsua2.__file__).pj_log_set_level(ctypes.c_int(0))
         self.ep = pj.Endpoint()
         self.ep.libCreate()
-        cfg = pj.EpConfig()
-        cfg.uaConfig.threadCnt = 0
-        cfg.uaConfig.mainThreadOnly = True
-        cfg.uaConfig.maxCalls = 32
-        cfg.uaConfig.userAgent = "vr-engine-test-caller"
         self.writer = _LogWriter()
-        cfg.logConfig.writer = self.writer
-        cfg.logConfig.level = a.log_level
-        cfg.logConfig.consoleLevel = a.log_level
-        cfg.medConfig.clockRate = 8000
-        cfg.medConfig.sndClockRate = 8000
-        cfg.medConfig.channelCount = 1
-        cfg.medConfig.noVad = True
-        self.ep.libInit(cfg)
+        settings = SipSettings(
+            max_calls=31, user_agent="vr-engine-test-caller", log_level=a.log_level
+        )
+        self.ep.libInit(endpoint_config(settings, self.writer))
 
         if a.listen:
             self.port = a.local_port or pick_free_port(a.host)
