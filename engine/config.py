@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Self
 
@@ -18,11 +18,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from engine.errors import ConfigError, FieldProblem
 from engine.model import Receptionist, ServerSettings, Strict
-
-_MESSAGES = {
-    "missing": "is required",
-    "extra_forbidden": "unknown field",
-}
+from engine.validation import problems_from
 
 
 class ConfigReceptionist(Receptionist):
@@ -45,27 +41,6 @@ class ConfigReceptionist(Receptionist):
 class ConfigFile(Strict):
     server: ServerSettings = ServerSettings()
     ivrs: list[ConfigReceptionist] = Field(default_factory=list)
-
-
-def format_loc(loc: Sequence[int | str]) -> str:
-    """A pydantic location as a field path: ``('ivrs', 0, 'pin')`` → ``ivrs[0].pin``."""
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path
-
-
-def problems_from(error: ValidationError, prefix: Sequence[int | str] = ()) -> list[FieldProblem]:
-    """Every problem of a pydantic error, with field paths and plain messages."""
-    problems = []
-    for item in error.errors(include_url=False):
-        message = _MESSAGES.get(item["type"], item["msg"])
-        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        problems.append(FieldProblem(format_loc([*prefix, *item["loc"]]), message))
-    return problems
 
 
 def _cross_problems(data: dict[str, Any]) -> list[FieldProblem]:

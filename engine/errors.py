@@ -7,6 +7,16 @@
     ├── ConversionRefused          an uploaded audio file cannot be converted (engine.convert)
     ├── ReplyError                 an action URL's reply broke the contract (engine.action_urls)
     ├── ApiError                   an HTTP API error, answered in PortSIP's envelope (engine.api)
+    ├── StoreError                 the store refused an operation (engine.store); `detail` maps
+    │   │                          field paths to what is wrong. The API answers:
+    │   ├── NotFound               404  no such receptionist, action URL, file, upload, record
+    │   ├── Conflict               409  a unique extension, or something still in use
+    │   │   └── Stale              409  a read-modify-write lost a race
+    │   ├── Invalid                400  values not acceptable (every problem at once)
+    │   │   └── QueryError         400  a filter/orderby/top/skip parameter
+    │   ├── TooLarge               413  an upload over the size limit
+    │   ├── Forbidden              403  the upload token does not match
+    │   └── RangeMismatch          416  an upload chunk not where the upload ends
     └── TelephonyError             the SIP stack could not start or serve
         └── TelephonyStartError    ... could not start (address in use, bad host, init failure)
 
@@ -96,3 +106,54 @@ class ApiError(VrError):
         self.message = message
         self.detail = dict(detail or {})
         self.headers = dict(headers or {})
+
+
+# --- the store's refusals (engine.store); the API answers each with its status ----------
+
+
+class StoreError(VrError):
+    """The store refused an operation; `detail` maps field paths to what is wrong."""
+
+    def __init__(self, message: str, detail: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = dict(detail or {})
+
+
+class NotFound(StoreError):
+    """No such receptionist, action URL, file, upload or call record."""
+
+
+class Conflict(StoreError):
+    """The write would break uniqueness (extension number) or remove something in use."""
+
+
+class Invalid(StoreError):
+    """The request is well-formed but its values are not acceptable (every problem at once)."""
+
+
+class Stale(Conflict):
+    """A read-modify-write lost a race: the row changed since it was read."""
+
+
+class TooLarge(StoreError):
+    """An upload is over the size limit."""
+
+
+class Forbidden(StoreError):
+    """A credential of the request (the upload token) does not match."""
+
+
+class RangeMismatch(StoreError):
+    """An upload chunk does not start where the upload ends."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message, {"Content-Range": message})
+        self.size = size
+
+
+class QueryError(Invalid):
+    """A filter, search or orderby the store cannot run; `detail` names the parameter."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}", {parameter: message})

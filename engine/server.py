@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import ipaddress
 import logging
 import os
@@ -26,10 +25,11 @@ from engine.api import create_app
 from engine.audio import convert_for_playback
 from engine.config import ConfigFile, ConfigReceptionist
 from engine.errors import PromptError, TelephonyError, TelephonyStartError, VrError
+from engine.files import sha256_file
 from engine.model import TRUSTED_STORE, Receptionist, ServerSettings
 from engine.prompts import PromptLibrary
 from engine.runtime import Runtime, format_host
-from engine.store import Store, StoreCallRecords, StoreDisaSink, seed_from_config
+from engine.store import Store, StoreBackend, StoreCallRecords, StoreDisaSink, seed_from_config
 from engine.telephony.pjsip.build import build_has_ipv6, build_survives_connection_floods
 from engine.telephony.pjsua import PjsuaTelephony, SipSettings
 
@@ -72,7 +72,7 @@ def prepare_prompt_files(
             value = getattr(ivr, path_field)
             if value:
                 source = base / value
-                digest = hashlib.sha256(source.read_bytes()).hexdigest()
+                digest = sha256_file(source)
                 file_id = f"cfg-{digest[:24]}"
                 target = data_dir / "prompts" / f"{digest}.wav"
                 if not target.exists():
@@ -235,7 +235,7 @@ async def _serve(
     prompts: PromptLibrary,
     token: str,
     data_dir: Path,
-    store: Store,
+    store: StoreBackend,
     *,
     pjsip_log_level: int = 1,
 ) -> int:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
 import hmac
 import logging
 import os
@@ -39,10 +38,11 @@ from pathlib import Path
 
 from engine.convert import AudioLimits, ChildLimits, Converter
 from engine.errors import ConversionRefused
+from engine.files import sha256_file
 from engine.keyed_locks import KeyedLocks
-from engine.store import Forbidden, Invalid, NotFound, RangeMismatch, Store, TooLarge
+from engine.store import Forbidden, Invalid, NotFound, RangeMismatch, StoreBackend, TooLarge
 
-log = logging.getLogger("vr.uploads")
+log = logging.getLogger(__name__)
 
 UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 DIGEST_RE = re.compile(r"^(?:sha256:)?([0-9a-fA-F]{64})$")
@@ -116,14 +116,6 @@ def clean_filename(name: str | None) -> str:
     return base[:255] or "prompt"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def wav_problem(path: Path) -> str | None:
     """Why a RIFF/RIFX/RF64 WAVE file cannot be right (a data chunk that runs past the end of
     the file, no data chunk), or None; None too for files that are not WAV at all."""
@@ -191,7 +183,7 @@ class Uploads:
 
     def __init__(
         self,
-        store: Store,
+        store: StoreBackend,
         limits: UploadLimits | None = None,
         clock: Callable[[], float] = time.time,
         *,

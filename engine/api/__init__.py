@@ -30,7 +30,7 @@ from engine.api.errors import error_response, install_error_handlers, not_found
 from engine.api.ivrs import ivrs_router
 from engine.api.view import RuntimeView
 from engine.errors import ApiError
-from engine.store import ListOptions, Snapshot, Store
+from engine.store import ListOptions, Snapshot, StoreBackend
 from engine.uploads import UploadLimits, Uploads
 
 __all__ = ["SERVER_ID", "create_app"]
@@ -182,7 +182,7 @@ def _status_router(runtime: RuntimeView, is_serving: Callable[[], bool]) -> APIR
     return router
 
 
-def _calls_router(runtime: RuntimeView, store: Store | None) -> APIRouter:
+def _calls_router(runtime: RuntimeView, store: StoreBackend | None) -> APIRouter:
     router = APIRouter(prefix="/api/calls")
 
     @router.get("")
@@ -225,7 +225,7 @@ def create_app(
     *,
     token: str,
     is_serving: Callable[[], bool],
-    store: Store | None = None,
+    store: StoreBackend | None = None,
     on_change: Callable[[Snapshot], None] | None = None,
     upload_limits: UploadLimits | None = None,
 ) -> FastAPI:

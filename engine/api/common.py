@@ -20,7 +20,6 @@ from pydantic import ValidationError
 
 from engine.api.errors import invalid
 from engine.api.view import RuntimeView
-from engine.config import problems_from
 from engine.errors import ApiError
 from engine.keyed_locks import KeyedLocks
 from engine.store import (
@@ -30,11 +29,12 @@ from engine.store import (
     FileInfo,
     ListOptions,
     Snapshot,
-    Store,
+    StoreBackend,
     StoredActionUrl,
     StoredReceptionist,
 )
 from engine.uploads import Uploads
+from engine.validation import problems_from
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ ACTION_URL_ROOT_FIELDS = ("username", "password", "token", "dtmf_mask", "caller_
 class ApiContext:
     """What handlers need: the store, the runtime (read only), and the change hook."""
 
-    store: Store
+    store: StoreBackend
     runtime: RuntimeView
     is_serving: Callable[[], bool]
     on_change: Callable[[Snapshot], None]

@@ -22,6 +22,7 @@ from engine.store import (
     StoreError,
     TooLarge,
 )
+from engine.validation import field_path
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,9 @@ def invalid(detail: Mapping[str, str]) -> ApiError:
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
-    parts = list(loc[1:] if loc and loc[0] in ("query", "path", "body", "header") else loc)
-    path = ""
-    for part in parts:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "request"
+    """A request's error location as a field path, without FastAPI's `body`/`query`/… part."""
+    parts = loc[1:] if loc and loc[0] in ("query", "path", "body", "header") else loc
+    return field_path(parts) or "request"
 
 
 def install_error_handlers(app: FastAPI) -> None:
