@@ -1,0 +1,85 @@
+"""Admission in the runtime, end to end: a real `vr-engine serve` with `server.max_calls: 1`
+(below the SIP stack's slots, so the door lets the second INVITE through and the runtime
+refuses it), real callers. The refused caller gets `503` with `Retry-After: 5` and the
+runtime's reason phrase; the engine logs the refusal once, naming the limit and how to raise
+it; an unknown extension gets 404; the call in progress is not disturbed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.engine_helpers import (
+    Engine,
+    Procs,
+    dial,
+    procs_in,
+    start_engine,
+    summary_of,
+)
+
+pytestmark = pytest.mark.integration
+
+CONFIG = {
+    "server": {"name": "vr-admission", "max_calls": 1, "shutdown_grace": 2},
+    "ivrs": [{"name": "Main", "extension_number": "800"}],
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Procs, Engine]]:
+    with procs_in(tmp_path_factory.mktemp("admission")) as procs:
+        engine = start_engine(procs, CONFIG, name="engine-admission")
+        yield procs, engine
+
+
+def test_over_max_calls_the_runtime_answers_503_with_retry_after(
+    world: tuple[Procs, Engine],
+) -> None:
+    procs, engine = world
+    assert engine.status()["capacity"] == 1
+    first = dial(
+        procs,
+        engine,
+        "800",
+        "--hangup-after",
+        "6",
+        name="first",
+        session="adm-first",
+        from_user="1001",
+    )
+    engine.wait_active(1)
+    second = dial(
+        procs,
+        engine,
+        "800",
+        "--log-level",
+        "4",
+        name="second",
+        session="adm-second",
+        from_user="1002",
+    )
+    over = summary_of(second)
+    assert over["answered"] is False and over["invite_status"] == 503, over
+    sip_log = second.stderr_tail(1_000_000)
+    assert "SIP/2.0 503 Service Unavailable (call limit reached)" in sip_log
+    assert "Retry-After: 5" in sip_log
+    held = summary_of(first)
+    assert held["answered"] is True and held["disconnect_code"] == 200, held
+    log = engine.proc.stderr_text()
+    lines = [ln for ln in log.splitlines() if "rejecting INVITE for 800" in ln]
+    assert len(lines) == 1, lines
+    assert "with 503 Service Unavailable (call limit reached)" in lines[0]
+    assert "at most 1 concurrent calls" in lines[0] and "make pjsua2" in lines[0]
+    assert engine.get("/api/calls/adm-second")[0] == 404  # refused: no record
+
+
+def test_an_unknown_extension_gets_404_and_one_log_line(world: tuple[Procs, Engine]) -> None:
+    procs, engine = world
+    engine.wait_idle()
+    unknown = dial(procs, engine, "999", name="unknown", session="adm-unknown", from_user="1003")
+    summary = summary_of(unknown)
+    assert summary["answered"] is False and summary["invite_status"] == 404, summary
+    lines = [ln for ln in engine.proc.stderr_text().splitlines() if "for 999" in ln]
+    assert len(lines) == 1 and "with 404 Not Found" in lines[0], lines
