@@ -684,7 +684,11 @@ def plot(steps: list[dict[str, Any]], path: Path, title: str) -> str | None:
 # --- main ------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
+RESULTS = ROOT / "bench" / "results"  # the committed figures of full runs
+QUICK_RESULTS = Path(tempfile.gettempdir()) / "vr-bench-quick"  # smoke runs: never RESULTS
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -696,7 +700,11 @@ def main(argv: list[str] | None = None) -> int:
         "--plateau", type=float, default=20.0, help="seconds at each step's concurrency"
     )
     ap.add_argument("--probe-seconds", type=float, default=12.0, help="the probe call's length")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="output directory")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help=f"output directory (default: bench/results; with --quick: {QUICK_RESULTS})",
+    )
     ap.add_argument(
         "--work",
         type=Path,
@@ -713,7 +721,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.steps, args.listen, args.plateau, args.probe_seconds = "20", 3.0, 6.0, 4.0
+    if args.out is None:
+        args.out = QUICK_RESULTS if args.quick else RESULTS
     args.probe_python = args.probe_python or args.python
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if shutil.which("sipp") is None:
         print("bench: sipp is missing (Debian: apt-get install sip-tester)", file=sys.stderr)
         return 2
