@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,10 +44,19 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
 
 
+def engine_version() -> str:
+    """The installed distribution's version (the source tree's when not installed)."""
+    try:
+        return importlib.metadata.version("vr-engine")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: make install)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vr-engine", description="An open virtual receptionist (IVR) server for SIP PBXs."
     )
+    parser.add_argument("--version", action="version", version=f"vr-engine {engine_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
     check = sub.add_parser(
@@ -91,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["dial"]:
         from engine.telephony.caller import main as dial_main
 
-        return dial_main(argv[1:])
+        return dial_main(argv[1:], prog="vr-engine dial")
     args = build_parser().parse_args(argv)
     try:
         if args.command == "check-config":

@@ -45,10 +45,10 @@ from engine.telephony.sipmsg import parse_invite
 log = logging.getLogger(__name__)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Arguments of the test caller (reusable as a `dial` subcommand's parser)."""
+def build_parser(prog: str = "python -m engine.telephony.caller") -> argparse.ArgumentParser:
+    """Arguments of the test caller (`vr-engine dial` passes its own `prog`)."""
     p = argparse.ArgumentParser(
-        prog="python -m engine.telephony.caller",
+        prog=prog,
         description="Dial a SIP target, send DTMF, record what is heard; or act as a "
         "transfer target with --listen.",
     )
@@ -522,13 +522,14 @@ class Peer:
             call.hangup(op)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    parser = build_parser(prog) if prog else build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="caller %(levelname)s %(message)s"
     )
     if not args.listen and not args.target:
-        build_parser().error("--target is required unless --listen is given")
+        parser.error("--target is required unless --listen is given")
     try:
         parse_digits(args.digits)
         parse_digits(",".join(args.digits_on_signal))
