@@ -45,7 +45,7 @@ from engine.store import Forbidden, Invalid, NotFound, RangeMismatch, StoreBacke
 log = logging.getLogger(__name__)
 
 UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-DIGEST_RE = re.compile(r"^(?:sha256:)?([0-9a-fA-F]{64})$")
+DIGEST_RE = re.compile(r"^(?:[sS][hH][aA]256:)?([0-9a-fA-F]{64})$")
 CONTENT_RANGE_RE = re.compile(r"^(?:bytes\s+)?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 
 
@@ -94,12 +94,14 @@ class UploadState:
 @dataclass(frozen=True)
 class _Converted:
     path: Path
-    digest: str
+    digest: str  # of the converted WAV
     duration: float
+    source_digest: str  # of the bytes uploaded
 
 
 def parse_digest(value: str | None) -> str:
-    """`sha256:<hex>` or plain `<hex>` (64 hex digits) as lowercase hex. Raises Invalid."""
+    """`sha256:<hex>` (the prefix in any case, as `SHA256:<HEX>`) or plain `<hex>` (64 hex
+    digits) as lowercase hex. Raises Invalid."""
     match = DIGEST_RE.fullmatch((value or "").strip())
     if match is None:
         raise Invalid(
@@ -357,9 +359,11 @@ class Uploads:
     ) -> tuple[str, bool]:
         """Finish an upload (with an optional last chunk): check, convert, store.
 
-        Returns (file id, created); an upload identical to a stored file returns that file.
-        The session is gone afterwards, whatever the outcome."""
-        expected = parse_digest(digest)
+        `digest` is optional, as in PortSIP's document: without one (or with an empty one) the
+        data is taken as uploaded, and its SHA-256 is computed here. Returns (file id,
+        created); an upload identical to a stored file returns that file. The session is gone
+        afterwards, whatever the outcome."""
+        expected = parse_digest(digest) if digest else None
         async with self._locks.hold(upload_id):
             state = await self._session(upload_id, token or "")
             try:
@@ -374,7 +378,7 @@ class Uploads:
                     digest=converted.digest,
                     name=state.filename,
                     duration=converted.duration,
-                    source_digest=expected,
+                    source_digest=converted.source_digest,
                 )
             finally:
                 with contextlib.suppress(Exception):
@@ -382,14 +386,14 @@ class Uploads:
 
     # --- checking and converting (on the conversion thread; decoding in a child process) -----
 
-    def _check_and_convert(self, state: UploadState, expected: str) -> _Converted:
+    def _check_and_convert(self, state: UploadState, expected: str | None) -> _Converted:
         part = self.part_path(state.id)
         name = state.filename
         size = part.stat().st_size
         if size == 0:
             raise Invalid("the upload is empty", {"file": "is empty: append data first"})
         actual = sha256_file(part)
-        if actual != expected:
+        if expected is not None and actual != expected:
             raise Invalid(
                 "the digest does not match the uploaded data",
                 {
@@ -406,4 +410,4 @@ class Uploads:
         except ConversionRefused as refused:
             raise Invalid(refused.message, {"file": refused.message}) from None
         _fsync_file(target)
-        return _Converted(target, sha256_file(target), duration)
+        return _Converted(target, sha256_file(target), duration, actual)

@@ -216,18 +216,30 @@ def test_a_malformed_digest_keeps_the_upload_for_a_retry(api: Api) -> None:
     upload_id, token = started.headers["PortSIP-Upload-ID"], started.headers["PortSIP-Upload-Token"]
     headers = {"PortSIP-Upload-Token": token}
     api.post(f"/api/blobs/uploads/{upload_id}/append", content=data, headers=headers)
-    for digest in (None, "md5:abc", "sha256:xyz"):
-        params = {} if digest is None else {"digest": digest}
+    for digest in ("md5:abc", "sha256:xyz", "sha1:" + "0" * 64):
         response = api.post(
-            f"/api/blobs/uploads/{upload_id}/complete", params=params, headers=headers
+            f"/api/blobs/uploads/{upload_id}/complete", params={"digest": digest}, headers=headers
         )
         assert response.status_code == 400 and "digest" in error(response)["detail"]
     good = api.post(
         f"/api/blobs/uploads/{upload_id}/complete",
-        params={"digest": "sha256:" + hashlib.sha256(data).hexdigest().upper()},
+        params={"digest": "SHA256:" + hashlib.sha256(data).hexdigest().upper()},
         headers=headers,
     )
     assert good.status_code == 201, good.text
+
+
+def test_complete_without_a_digest_takes_the_data_as_uploaded(api: Api) -> None:
+    """PortSIP's document makes `digest` optional (issue 13, item 5): the server computes it."""
+    data = wav_float_stereo(0.4)
+    for params in ({}, {"digest": ""}):
+        started = api.post("/api/blobs/uploads")
+        upload_id = started.headers["PortSIP-Upload-ID"]
+        headers = {"PortSIP-Upload-Token": started.headers["PortSIP-Upload-Token"]}
+        api.post(f"/api/blobs/uploads/{upload_id}/append", content=data, headers=headers)
+        done = api.post(f"/api/blobs/uploads/{upload_id}/complete", params=params, headers=headers)
+        assert done.status_code == 201, done.text
+        assert api.get(f"/api/files/{done.json()['id']}").status_code == 200
 
 
 def test_an_empty_upload_is_refused(api: Api) -> None:
