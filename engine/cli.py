@@ -10,7 +10,7 @@ from pathlib import Path
 
 from engine.config import ConfigFile, load_config, parse_config, read_config_data
 from engine.demo import with_demo_receptionist
-from engine.errors import ConfigError, VrError
+from engine.errors import ConfigError, TelephonyBuildError, VrError
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pjsip_log_level=args.pjsip_log_level,
                 base=base,
             )
-    except ConfigError as error:
+    except (ConfigError, TelephonyBuildError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except VrError as error:

@@ -18,7 +18,8 @@
     │   ├── Forbidden              403  the upload token does not match
     │   └── RangeMismatch          416  an upload chunk not where the upload ends
     └── TelephonyError             the SIP stack could not start or serve
-        └── TelephonyStartError    ... could not start (address in use, bad host, init failure)
+        ├── TelephonyStartError    ... could not start (address in use, bad host, init failure)
+        └── TelephonyBuildError    ... the installed pjsua2 lacks what the engine relies on
 
 Every message says what was wrong and, where there is one, how to fix it. Modules raise these
 and re-export none of them under other names; internal control-flow exceptions that never
@@ -70,6 +71,10 @@ class TelephonyError(VrError):
 
 class TelephonyStartError(TelephonyError):
     """The SIP stack could not start (address in use, bad host, pjsua init failure)."""
+
+
+class TelephonyBuildError(TelephonyError):
+    """The installed pjsua2 lacks what the engine relies on (exit code 2: install another)."""
 
 
 class ConversionRefused(VrError):

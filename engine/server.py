@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import uvicorn
 
 from engine.action_urls import ActionUrlClient
@@ -24,13 +25,24 @@ from engine.admission import AdmissionCounters
 from engine.api import create_app
 from engine.audio import convert_for_playback
 from engine.config import ConfigFile, ConfigReceptionist
-from engine.errors import PromptError, TelephonyError, TelephonyStartError, VrError
+from engine.errors import (
+    PromptError,
+    TelephonyBuildError,
+    TelephonyError,
+    TelephonyStartError,
+    VrError,
+)
 from engine.files import sha256_file
 from engine.model import TRUSTED_STORE, Receptionist, ServerSettings
 from engine.prompts import PromptLibrary
 from engine.runtime import Runtime, format_host
 from engine.store import Store, StoreBackend, StoreCallRecords, StoreDisaSink, seed_from_config
-from engine.telephony.pjsip.build import build_has_ipv6, build_survives_connection_floods
+from engine.telephony.pjsip.build import (
+    BUILD_FIX,
+    build_has_ipv6,
+    build_problems,
+    build_survives_connection_floods,
+)
 from engine.telephony.pjsua import PjsuaTelephony, SipSettings
 
 log = logging.getLogger(__name__)
@@ -147,6 +159,29 @@ def check_sip_host(host: str) -> None:
         )
 
 
+def check_sip_host_is_local(host: str) -> None:
+    """Refuse an address this machine does not have (binding to it would fail with a bare
+    `Errno 99` once pjsua starts), naming the addresses it has."""
+    bare = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((bare, 0))
+    except OSError as error:
+        own = sorted(
+            {
+                a.address.split("%", 1)[0]
+                for addrs in psutil.net_if_addrs().values()
+                for a in addrs
+                if a.family == family
+            }
+        )
+        raise TelephonyError(
+            f"--sip-host {host} is not an address of this machine ({error.strerror}); "
+            f"use one of: {', '.join(own) or 'none found'} (behind NAT, bind the local address)"
+        ) from None
+
+
 TCP_FLOOD_WARNING = (
     "SIP over TCP with the PyPI pjsua2 wheel: about 50 TCP connections within 32 s abort the "
     "whole engine (its pjlib asserts when its 64 sockets run out), so anyone who can reach "
@@ -185,7 +220,13 @@ def serve(
     if pjsip_log_level >= 4:
         log.warning(PJSIP_LOG_WARNING, pjsip_log_level)
     settings = config.server
+    problems = build_problems()
+    if problems:
+        raise TelephonyBuildError(
+            "this pjsua2 cannot serve calls: " + "; ".join(problems) + f". {BUILD_FIX}"
+        )
     check_sip_host(settings.sip_host)
+    check_sip_host_is_local(settings.sip_host)
     data_dir.mkdir(parents=True, exist_ok=True)
     prompts = PromptLibrary()
     store = Store.open(data_dir)

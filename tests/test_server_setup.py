@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,13 @@ from engine.config import parse_config
 from engine.errors import PromptError, TelephonyError
 from engine.model import ServerSettings
 from engine.rules.pin import verify_pin
-from engine.server import api_token, check_sip_host, prepare_prompt_files, sip_transports
+from engine.server import (
+    api_token,
+    check_sip_host,
+    check_sip_host_is_local,
+    prepare_prompt_files,
+    sip_transports,
+)
 
 
 @pytest.mark.parametrize(
@@ -42,6 +50,40 @@ def test_sip_host_ipv6_is_fine_with_an_ipv6_build(
     check_sip_host(host)
     with pytest.raises(TelephonyError, match="not an address callers can reach"):
         check_sip_host("::")
+
+
+def test_a_sip_host_this_machine_does_not_have_is_refused_naming_its_own() -> None:
+    """Issue 13, item 13: it ended in a bare `OSError: [Errno 99]` after creating the data
+    directory."""
+    with pytest.raises(TelephonyError, match="not an address of this machine") as refused:
+        check_sip_host_is_local("203.0.113.5")
+    assert "127.0.0.1" in str(refused.value)
+    check_sip_host_is_local("127.0.0.1")
+
+
+def test_serve_refuses_a_foreign_sip_host_before_creating_the_data_directory(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "serve",
+            "--demo",
+            "--sip-host",
+            "203.0.113.5",
+            "--data-dir",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1, out.stderr
+    assert "not an address of this machine" in out.stderr and "Traceback" not in out.stderr
+    assert not data.exists()
 
 
 def test_api_token_is_generated_once_private_and_reused(
