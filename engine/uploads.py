@@ -25,6 +25,7 @@ import concurrent.futures
 import contextlib
 import hmac
 import logging
+import math
 import os
 import re
 import secrets
@@ -40,7 +41,15 @@ from engine.convert import AudioLimits, ChildLimits, Converter
 from engine.errors import ConversionRefused
 from engine.files import sha256_file
 from engine.keyed_locks import KeyedLocks
-from engine.store import Forbidden, Invalid, NotFound, RangeMismatch, StoreBackend, TooLarge
+from engine.store import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RangeMismatch,
+    StoreBackend,
+    TooLarge,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +68,7 @@ class UploadLimits:
     # decoded samples (frames x channels): 10 minutes of 48 kHz stereo, about 230 MB as float32
     max_samples: int = 600 * 48_000 * 2
     max_sessions: int = 32
-    session_ttl: float = 24 * 3600.0
+    session_ttl: float = 3600.0  # an upload idle this long (no chunk appended) is discarded
     # the conversion child: address space, CPU time, wall-clock time before it is killed
     convert_memory_bytes: int = 1536 << 20
     convert_cpu_seconds: int = 60
@@ -231,6 +240,22 @@ class Uploads:
             discarded += 1
         return discarded
 
+    def _last_activity(self, upload_id: str) -> float | None:
+        """When the session was started or last got a chunk (the part file's mtime)."""
+        session = self.store.get_upload(upload_id)
+        if session is None:
+            return None
+        part = self.part_path(upload_id)
+        mtime = part.stat().st_mtime if part.exists() else 0.0
+        return max(session.touched_at, mtime)
+
+    def next_expiry(self) -> float | None:
+        """In how many seconds the first open session expires if it stays idle (sync)."""
+        times = [t for i in self.store.upload_ids() if (t := self._last_activity(i)) is not None]
+        if not times:
+            return None
+        return max(0.0, min(times) + self.limits.session_ttl - self.clock())
+
     def recover(self) -> None:
         """After a restart: expire old sessions and remove files no session or file row owns —
         half-written conversions and their work directories, blobs moved in just before a
@@ -287,6 +312,18 @@ class Uploads:
                 self.clock(),
                 self.limits.max_sessions,
             )
+        except Conflict as full:
+            self.part_path(upload_id).unlink(missing_ok=True)
+            wait = await self.store.run(self.next_expiry)
+            if wait is None:
+                raise
+            when = (
+                f"the first idle one expires in {math.ceil(wait)} s "
+                f"(uploads idle for {self.limits.session_ttl:g} s are discarded)"
+            )
+            raise Conflict(
+                f"{full.message}; {when}", {**full.detail, "retry_after": when}
+            ) from None
         except BaseException:
             self.part_path(upload_id).unlink(missing_ok=True)
             raise

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -280,6 +282,28 @@ def test_too_many_open_uploads(tmp_path: Path) -> None:
         third = api.post("/api/blobs/uploads")
         assert third.status_code == 409 and "in progress" in error(third)["message"]
         assert len(api.store.upload_ids()) == 2
+    finally:
+        api.close()
+
+
+def test_abandoned_uploads_free_their_slots_after_an_hour_idle(tmp_path: Path) -> None:
+    """Issue 13, item 4: 32 uploads started and never completed refused every new upload for
+    24 h, across restarts. Now a session idle for an hour is discarded, and a refusal says
+    when the first slot frees."""
+    now = [time.time()]
+    api = make_api(tmp_path, limits=UploadLimits(max_sessions=2))
+    api.client.app.state.context.uploads.clock = lambda: now[0]  # type: ignore[attr-defined]
+    try:
+        assert UploadLimits().session_ttl == 3600
+        for _ in range(2):
+            assert api.post("/api/blobs/uploads").status_code == 202
+        now[0] += 600
+        refused = api.post("/api/blobs/uploads")
+        assert refused.status_code == 409
+        assert re.search(r"the first idle one expires in 300[01] s", error(refused)["message"])
+        now[0] += 3001
+        assert api.post("/api/blobs/uploads").status_code == 202  # both expired meanwhile
+        assert len(api.store.upload_ids()) == 1
     finally:
         api.close()
 
