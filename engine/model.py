@@ -523,6 +523,9 @@ class ServerSettings(Strict):
     transfer_assume_done_after: int = Field(default=5, ge=1, le=60)
     builtin_transfer_prompt: bool = False
     sip_allow: list[str] = Field(default_factory=list)
+    # sent as User-Agent (requests) and in answers; "" (the default) sends none, so that a scan
+    # learns no product name or version
+    sip_user_agent: str = Field(default="", max_length=128, pattern=r"^[\x20-\x7e]*$")
     sip_rate_limit: SipRateLimit = SipRateLimit()
     max_calls: int | None = Field(default=None, ge=1)
     shutdown_grace: int = Field(default=30, ge=0, le=3600)

@@ -230,6 +230,8 @@ class Runtime:
             method="INVITE",
             call_id=incoming.sip_call_id,
             user_agent=incoming.user_agent,
+            from_header=incoming.from_header,
+            contact=incoming.contact,
             source_host=incoming.source_host,
             offer=(488, incoming.offer_problem) if incoming.offer_problem is not None else None,
             request_user=incoming.request_user,

@@ -293,6 +293,7 @@ async def _serve(
             max_calls=settings.max_calls or 1000,
             rtp_port=settings.rtp_port,
             log_level=pjsip_log_level,
+            user_agent=settings.sip_user_agent,
         ),
         admission,
     )

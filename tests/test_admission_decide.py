@@ -279,3 +279,65 @@ def test_each_refusal_has_one_log_line() -> None:
             "INFO",
             "WARNING",
         }
+
+
+# (what the scanner sent, whether it is recognised) — sipvicious' defaults and tricks, and
+# ordinary callers that must not be taken for one
+FINGERPRINTS = [
+    ({"user_agent": "friendly-scanner"}, True),
+    ({"user_agent": "", "from_header": '"sipvicious"<sip:100@1.1.1.1>;tag=3938'}, True),  # svmap -c
+    (
+        {"user_agent": "Linphone/5.1", "from_header": '"sipvicious"<sip:100@192.0.2.1>'},
+        True,
+    ),  # faked UA
+    (
+        {
+            "user_agent": "Zoiper",
+            "from_header": '"ann"<sip:100@10.0.0.5>',
+            "contact": "sip:123@1.1.1.1",
+        },
+        True,
+    ),
+    ({"user_agent": "", "from_header": "<sip:100@1.1.1.1>;tag=1"}, True),
+    # svwar -c -m INVITE: no User-Agent, From = To = the extension probed, a tag of its own
+    (
+        {
+            "user_agent": "",
+            "from_header": '"799"<sip:799@127.0.0.1>;tag=3739390134323339383831303232',
+        },
+        True,
+    ),
+    ({"user_agent": "", "from_header": "<sip:1001@10.0.0.5>;tag=" + (b"x\x0112345").hex()}, True),
+    (
+        {"user_agent": "", "from_header": "<sip:1001@10.0.0.5>;tag=a5f3c2d1e0b94f7c"},
+        False,
+    ),  # hex, no \x01
+    ({"user_agent": "", "from_header": "<sip:1001@10.0.0.5>;tag=3739390134323z"}, False),
+    (
+        {"user_agent": "PortSIP PBX", "from_header": '"Osmaplan Diwari" <sip:1001@10.0.0.5>;tag=a'},
+        False,
+    ),
+    (
+        {
+            "user_agent": "",
+            "from_header": "<sip:1001@10.1.1.1>;tag=a",
+            "contact": "<sip:1001@10.1.1.10:5060>",
+        },
+        False,
+    ),
+    ({"user_agent": None, "from_header": None, "contact": None}, False),  # nothing could be read
+]
+
+
+@pytest.mark.parametrize(("fields", "scanner"), FINGERPRINTS)
+def test_scanner_fingerprints_beyond_the_user_agent(
+    fields: dict[str, str | None], scanner: bool
+) -> None:
+    request = replace(INVITE, **fields)  # type: ignore[arg-type]
+    decision = decide(request, RUNTIME, counters(), 0.0)
+    assert (isinstance(decision, Refuse) and decision.kind is RefusalKind.SCANNER) is scanner
+    if scanner:  # OPTIONS and REGISTER too, at the door as in the runtime
+        door = decide(
+            replace(request, method="OPTIONS", request_user=None), ServerState(), None, 0.0
+        )
+        assert isinstance(door, Refuse) and door.silent

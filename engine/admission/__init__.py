@@ -20,6 +20,7 @@ from engine.admission.policy import (
     describe,
     is_scanner,
     log_level,
+    scanner_fingerprint,
     source_allowed,
 )
 
@@ -39,5 +40,6 @@ __all__ = [
     "describe",
     "is_scanner",
     "log_level",
+    "scanner_fingerprint",
     "source_allowed",
 ]

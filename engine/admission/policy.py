@@ -27,6 +27,7 @@ Pure but for `counters` (thread-safe token buckets and counts; time is passed in
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -55,9 +56,62 @@ SCANNER_AGENTS = (
 )
 
 
+# Scanner names that no caller's display name contains by chance (SCANNER_AGENTS also has
+# short ones such as "smap" and "iwar", fine in a User-Agent, not in a person's name).
+SCANNER_DISPLAY_NAMES = (
+    "sipvicious",
+    "friendly-scanner",
+    "sipcli",
+    "sip-scan",
+    "sipscan",
+    "sipsak",
+    "vaxsipuseragent",
+    "svwar",
+    "svcrack",
+)
+
+# The address SIP scanners put in From, To and Contact by default (sipvicious:
+# `"sipvicious"<sip:100@1.1.1.1>`, Contact `sip:123@1.1.1.1`): a public DNS resolver's, never
+# a SIP peer's own.
+SCANNER_HOSTS = ("1.1.1.1",)
+_URI_HOST = re.compile(r"sips?:(?:[^@;>\s]*@)?\[?([^\]:;>\s]+)", re.IGNORECASE)
+
+
+_TAG = re.compile(r";\s*tag=([0-9a-fA-F]+)")
+
+
+def _sipvicious_tag(from_header: str) -> bool:
+    """Whether the From tag is one sipvicious makes (svmap, svwar, svcrack alike): the hex of
+    `<data>\\x01<random digits>` — by chance, no other stack's tag decodes to that."""
+    found = _TAG.search(from_header)
+    if found is None or len(found.group(1)) % 2:
+        return False
+    _, sep, tail = bytes.fromhex(found.group(1)).rpartition(b"\x01")
+    return bool(sep) and tail.isdigit()
+
+
 def is_scanner(user_agent: str) -> bool:
     agent = user_agent.lower()
     return any(name in agent for name in SCANNER_AGENTS)
+
+
+def scanner_fingerprint(request: NewRequest) -> str | None:
+    """Which mark of a known SIP scanner `request` carries, or None: a scanner's User-Agent,
+    a scanner's name as the From display name (sipvicious sends one even when told to fake
+    or drop its User-Agent), the From tag sipvicious' tools make, or a scanner's default
+    address in From or Contact."""
+    if request.user_agent is not None and is_scanner(request.user_agent):
+        return "a SIP scanner's User-Agent"
+    from_header = request.from_header or ""
+    display = from_header.split("<", 1)[0] if "<" in from_header else ""
+    if any(name in display.lower() for name in SCANNER_DISPLAY_NAMES):
+        return "a SIP scanner's From display name"
+    if _sipvicious_tag(from_header):
+        return "a SIP scanner's From tag"
+    for value in (from_header, request.contact or ""):
+        if any(host in SCANNER_HOSTS for host in _URI_HOST.findall(value)):
+            return "a SIP scanner's default address in From or Contact"
+    return None
 
 
 def source_allowed(source_host: str, allow: Sequence[str]) -> bool:
@@ -90,6 +144,8 @@ class NewRequest:
     method: str = "INVITE"
     call_id: str = ""
     user_agent: str | None = None  # None: the request's text could not be read
+    from_header: str | None = None  # the From value as sent (None: not read)
+    contact: str | None = None  # the Contact values as sent (None: not read)
     source_host: str | None = None  # None: the source address could not be read
     offer: tuple[int, str] | None = None  # (400 or 488, why) when the SDP offer is refused
     request_user: str | None = None  # None: routing is not decided here (the door)
@@ -131,12 +187,13 @@ def decide(
     request: NewRequest, server: ServerState, counters: AdmissionCounters | None, now: float
 ) -> Decision:
     """Admit `request` or refuse it (see the module doc string for the order)."""
-    if request.user_agent is not None and is_scanner(request.user_agent):
+    fingerprint = scanner_fingerprint(request)
+    if fingerprint is not None:
         return Refuse(
             kind=RefusalKind.SCANNER,
             sip_code=403,
             reason="Forbidden",
-            detail="a SIP scanner's User-Agent",
+            detail=fingerprint,
             silent=True,
         )
     if request.method != "INVITE":

@@ -37,6 +37,8 @@ class IncomingCall:
     user_agent: str  # User-Agent header, "" if none
     offer_problem: str | None = None  # why the INVITE's SDP offer cannot be served (→ 488)
     sip_call_id: str = ""  # the Call-ID header (admission finds what the door charged by it)
+    from_header: str = ""  # From and Contact as sent: admission reads scanner fingerprints
+    contact: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,7 +32,7 @@ class SipSettings:
     log_level: int = 1  # pjsua log level (0-6) sent to the `engine.telephony.pjsua` logger
     max_calls: int = 1000  # wanted concurrent calls; the build may allow fewer
     rtp_port: int = 4000  # first RTP port tried; pjsua moves up when it is taken
-    user_agent: str = "vr-engine"
+    user_agent: str = ""  # User-Agent of requests and answers; "" sends none
     start_timeout: float = 15.0
 
 

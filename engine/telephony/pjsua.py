@@ -513,6 +513,8 @@ class PjsuaTelephony:
                 user_agent=info.user_agent,
                 offer_problem=problem,
                 sip_call_id=info.call_id,
+                from_header=info.from_header,
+                contact=info.contact,
             )
         )
 

@@ -39,6 +39,8 @@ class InviteInfo:
     session_id: str | None
     user_agent: str
     call_id: str = ""
+    from_header: str = ""  # the From and Contact values as sent (for scanner fingerprints)
+    contact: str = ""
 
 
 def split_headers(whole_msg: str) -> tuple[str, dict[str, list[str]]]:
@@ -127,6 +129,8 @@ def parse_invite(whole_msg: str) -> InviteInfo:
         session_id=session[0] if session and session[0] else None,
         user_agent=headers.get("user-agent", [""])[0],
         call_id=headers.get("call-id", [""])[0],
+        from_header=headers.get("from", [""])[0],
+        contact=", ".join(headers.get("contact", [])),
     )
 
 

@@ -190,17 +190,21 @@ class Door:
         method = words[2].split(b"/", 1)[0].decode("ascii", "replace") if len(words) > 2 else ""
         raw = self._raw.raw(rdata, info)
         if raw is None:
-            user_agent = call_id = None
+            user_agent = call_id = from_header = contact = None
         else:
             headers = split_headers(raw.decode("utf-8", "replace"))[1]
             user_agent = ", ".join(headers.get("user-agent", []))
             call_id = headers.get("call-id", [""])[0]
+            from_header = headers.get("from", [""])[0]
+            contact = ", ".join(headers.get("contact", []))
         source = self._raw.source(rdata) if raw is not None and method == "INVITE" else None
         offer = self._offer_refusal(rdata) if method == "INVITE" else None
         request = NewRequest(
             method=method,
             call_id=call_id or "",
             user_agent=user_agent,
+            from_header=from_header,
+            contact=contact,
             source_host=source,
             offer=offer,
         )
