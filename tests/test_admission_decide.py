@@ -307,7 +307,16 @@ FINGERPRINTS = [
         },
         True,
     ),
-    ({"user_agent": "", "from_header": "<sip:1001@10.0.0.5>;tag=" + (b"x\x0112345").hex()}, True),
+    ({"user_agent": "", "from_header": "<sip:1001@10.0.0.5>;tag=" + (b"x\x011234567").hex()}, True),
+    # a stack whose tags are random hex bytes may end in \x01 and a digit: not a scanner
+    (
+        {"user_agent": "", "from_header": "<sip:1001@10.0.0.5>;tag=9f3ce2a7d1b04c8e6a5d01" + "35"},
+        False,
+    ),
+    (
+        {"user_agent": "", "from_header": "<sip:1001@10.0.0.5>;tag=" + (b"\x9f\x01123456").hex()},
+        False,
+    ),
     (
         {"user_agent": "", "from_header": "<sip:1001@10.0.0.5>;tag=a5f3c2d1e0b94f7c"},
         False,

@@ -82,12 +82,15 @@ _TAG = re.compile(r";\s*tag=([0-9a-fA-F]+)")
 
 def _sipvicious_tag(from_header: str) -> bool:
     """Whether the From tag is one sipvicious makes (svmap, svwar, svcrack alike): the hex of
-    `<data>\\x01<random digits>` — by chance, no other stack's tag decodes to that."""
+    `<printable data>\\x01<6-10 random digits>`."""
     found = _TAG.search(from_header)
     if found is None or len(found.group(1)) % 2:
         return False
-    _, sep, tail = bytes.fromhex(found.group(1)).rpartition(b"\x01")
-    return bool(sep) and tail.isdigit()
+    head, sep, tail = bytes.fromhex(found.group(1)).rpartition(b"\x01")
+    # the random part is str(getrandbits(32)): 6 to 10 digits but once in ~40,000 tags; the
+    # data part printable. A tag of random hex bytes has this shape once in ~10^13.
+    printable = all(0x20 <= byte < 0x7F for byte in head)
+    return bool(sep) and 6 <= len(tail) <= 10 and tail.isdigit() and printable
 
 
 def is_scanner(user_agent: str) -> bool:
