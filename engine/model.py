@@ -122,6 +122,12 @@ class _RuleBase(Strict):
     action: ForwardAction
     number: Destination | None = None
 
+    @field_validator("number", mode="before")
+    @classmethod
+    def _empty_number_is_none(cls, value: Any) -> Any:
+        """Forms send `number: ""` with actions that need none (HANGUP, REPEAT)."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _number_when_needed(self) -> Self:
         if self.action in _NEEDS_NUMBER and not self.number:

@@ -8,11 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from engine.cli import main
 from engine.config import load_config, parse_config
 from engine.errors import ConfigError
-from engine.model import TRUSTED_STORE, ActionUrl, Receptionist, ServerSettings
+from engine.model import (
+    TRUSTED_STORE,
+    ActionUrl,
+    ForwardRule,
+    MenuForwardRule,
+    Receptionist,
+    ServerSettings,
+)
 from engine.rules.pin import verify_pin
 
 BASE = {"name": "Main", "extension_number": "800"}
@@ -414,3 +422,16 @@ def test_serve_refuses_an_invalid_file_with_every_error(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "ivrs[0].pin:" in run.stderr and "server.timezone:" in run.stderr
     assert "135790" not in run.stderr + run.stdout
+
+
+@pytest.mark.parametrize("action", ["HANGUP", "REPEAT"])
+def test_an_empty_number_is_absent_for_actions_that_need_none(action: str) -> None:
+    """Issue 13, item 7: PortSIP's forms send `{action: HANGUP, number: ""}`."""
+    for model in (ForwardRule, MenuForwardRule):
+        rule = model.model_validate({"action": action, "number": ""})
+        assert rule.number is None
+
+
+def test_an_empty_number_still_fails_where_a_number_is_needed() -> None:
+    with pytest.raises(ValidationError, match="needs a number"):
+        ForwardRule.model_validate({"action": "FORWARD_TO_NUMBER", "number": "  "})
