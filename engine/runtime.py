@@ -148,6 +148,7 @@ class Runtime:
         self.lockouts = DisaLockouts(server.disa, lockout_sink)
         self.calls: dict[CallId, ActiveCall] = {}
         self.draining = False
+        self.enabled = True  # False: new calls get 503, calls in progress go on
         self.metrics = Metrics()
         # shared with the SIP stack's door, which applies them before pjsua when it can
         self.admission = admission or AdmissionCounters(server.sip_rate_limit)
@@ -161,6 +162,17 @@ class Runtime:
     def capacity(self) -> int:
         limit = self.telephony.max_calls
         return min(limit, self.server.max_calls) if self.server.max_calls else limit
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Take the server ONLINE or OFFLINE: disabled, it refuses new calls (503) and lets
+        the calls in progress finish."""
+        if enabled != self.enabled:
+            log.info(
+                "receptionist server %s: %d call(s) in progress",
+                "enabled" if enabled else "disabled, new calls get 503",
+                len(self.calls),
+            )
+        self.enabled = enabled
 
     @property
     def active_calls(self) -> int:
@@ -239,6 +251,7 @@ class Runtime:
         state = ServerState(
             allow=self.server.sip_allow,
             draining=self.draining,
+            enabled=self.enabled,
             receptionists=self.receptionists,
             calls=len(self.calls),
             capacity=self.capacity,

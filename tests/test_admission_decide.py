@@ -99,6 +99,16 @@ REFUSALS = [
         None,
     ),
     (
+        "server disabled",
+        {},
+        {"enabled": False},
+        RefusalKind.SERVER_DISABLED,
+        503,
+        "Service Unavailable (server disabled)",
+        False,
+        None,
+    ),
+    (
         "unknown extension",
         {"request_user": "999"},
         {},

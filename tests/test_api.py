@@ -609,3 +609,9 @@ def test_metrics_in_prometheus_text_format(api: Api) -> None:
     assert response.headers["content-type"].startswith("text/plain")
     assert "# TYPE vr_calls_active gauge" in response.text
     assert "# TYPE vr_prompt_conversions_total counter" in response.text
+
+
+def test_the_server_list_validates_its_options(api: Api) -> None:
+    """Issue 13, item 7: `top=101` was ignored on /ivr_servers."""
+    assert api.get("/api/ivr_servers", params={"top": 101}).status_code == 400
+    assert api.get("/api/ivr_servers", params={"skip": 1}).json() == {"count": 1, "items": []}

@@ -19,15 +19,16 @@ Operations checked (success and error responses of each):
   `GET /ivrs/{id}/status`, `POST /ivrs/{id}/destroy`;
 - action URLs: `POST /ivrs/{id}/action_urls`, `GET /ivrs/{id}/action_urls`,
   `GET|POST /ivrs/{id}/action_urls/{url_id}`, `POST /ivrs/{id}/action_urls/{url_id}/destroy`;
-- this server: `GET /ivr_servers`, `GET /ivr_servers/{id}`, `GET /ivr_servers/{id}/status`;
+- this server: `GET /ivr_servers`, `GET /ivr_servers/{id}`, `POST /ivr_servers/{id}` (`enabled`),
+  `GET /ivr_servers/{id}/status`;
 - uploads and files: `POST /blobs/uploads`, `POST /blobs/uploads/{id}/append`,
   `POST /blobs/uploads/{id}/complete`, `GET /blobs/uploads/{id}/status`,
   `POST /blobs/uploads/{id}/destroy`, `GET /blobs/{digest}`, `GET /files`, `GET /files/{id}`,
   `POST /files/{id}/destroy`.
 
 Not shared (the PBX's own registry of receptionist servers; this server only describes itself):
-`POST /ivr_servers` (405), `POST /ivr_servers/{id}` (405), `POST /ivr_servers/{id}/destroy` (404),
-all in the error envelope.
+`POST /ivr_servers` (405), `POST /ivr_servers/{id}/destroy` (409: a server cannot destroy
+itself), both in the error envelope.
 
 Deliberate deviations (each is applied to the reference schema below, or listed as an extension):
 - Unset optional fields are `null`, not absent: forward rule `number`, `non_office_hours_forward_rule`,
@@ -151,7 +152,6 @@ UPDATE_BODY_AS = {
 
 NOT_SERVED = {
     ("post", "/ivr_servers"),
-    ("post", "/ivr_servers/{id}"),
     ("post", "/ivr_servers/{id}/destroy"),
 }
 
@@ -523,6 +523,7 @@ def test_the_reference_is_what_these_tests_assume(contract: Contract) -> None:
         ("post", "/ivrs/{id}/action_urls/{url_id}/destroy"),
         ("get", "/ivr_servers"),
         ("get", "/ivr_servers/{id}"),
+        ("post", "/ivr_servers/{id}"),
         ("get", "/ivr_servers/{id}/status"),
         ("post", "/blobs/uploads"),
         ("post", "/blobs/uploads/{id}/append"),
@@ -669,6 +670,15 @@ def test_this_server_and_its_status(api: Api, contract: Contract) -> None:
         status = contract.check(api.get(f"/api/ivr_servers/{server_id}/status"))
         assert status["status"] == "ONLINE"
         assert status["cpu_usage"] >= 0 and 0 <= status["memory_usage"] <= 100
+    # PortSIP's updateVrServer: disabled, the server is OFFLINE (new calls get 503) until enabled
+    contract.check_request("post", "/ivr_servers/{id}", {"enabled": False})
+    disabled = api.post("/api/ivr_servers/local", json={"enabled": False})
+    assert disabled.status_code == 200, disabled.text
+    contract.check(disabled)
+    assert contract.check(api.get("/api/ivr_servers/local/status"))["status"] == "OFFLINE"
+    assert contract.check(api.get("/api/ivr_servers/local"))["enabled"] is False
+    assert contract.check(api.post("/api/ivr_servers/local", json={"enabled": True})) is None
+    assert contract.check(api.get("/api/ivr_servers/local/status"))["status"] == "ONLINE"
     api.serving = False
     assert contract.check(api.get("/api/ivr_servers/local/status"))["status"] == "OFFLINE"
 
@@ -781,8 +791,9 @@ def test_error_responses(api: Api, contract: Contract) -> None:
         ("POST", f"/api/files/{file_id}/destroy", {}, 409, "CONFLICT"),
         # not served: the PBX's registry of servers
         ("POST", "/api/ivr_servers", {"json": {"name": "vr-2"}}, 405, "METHOD_NOT_ALLOWED"),
-        ("POST", "/api/ivr_servers/local", {"json": {"enabled": False}}, 405, "METHOD_NOT_ALLOWED"),
-        ("POST", "/api/ivr_servers/local/destroy", {}, 404, "NOT_FOUND"),
+        ("POST", "/api/ivr_servers/local", {"json": {"enabled": "no"}}, 400, "VALIDATE_FAILED"),
+        ("POST", f"/api/ivr_servers/{missing}", {"json": {"enabled": False}}, 404, "NOT_FOUND"),
+        ("POST", "/api/ivr_servers/local/destroy", {}, 409, "CONFLICT"),
     ]
     for method, url, kwargs, status, code in expected:
         response = api.request(method, url, **kwargs)

@@ -368,3 +368,25 @@ def test_a_source_with_too_many_unacknowledged_calls_gets_503(tmp_path: Path) ->
     tel = asyncio.run(run())
     assert tel.named("reject") == [("reject", "f2", 503), ("reject", "f4", 503)]
     assert [c[1] for c in tel.named("answer")] == ["f0", "f1", "other", "f3", "f5"]
+
+
+def test_a_disabled_server_refuses_new_calls_and_keeps_the_calls_in_progress(
+    tmp_path: Path,
+) -> None:
+    """Issue 13, item 6: POST /api/ivr_servers/{id} {"enabled": false} takes it OFFLINE."""
+
+    async def run() -> FakeTelephony:
+        runtime, tel = make_runtime(tmp_path)
+        runtime.on_event(incoming("before"))
+        runtime.on_event(CallConfirmed(call_id="before"))
+        runtime.set_enabled(False)
+        runtime.on_event(incoming("while-disabled"))
+        runtime.on_event(DtmfDigit(call_id="before", digit="1", method="rfc4733"))
+        runtime.set_enabled(True)
+        runtime.on_event(incoming("after"))
+        return tel
+
+    tel = asyncio.run(run())
+    assert tel.named("reject") == [("reject", "while-disabled", 503)]
+    assert [c[1] for c in tel.named("answer")] == ["before", "after"]
+    assert tel.named("transfer") == [("transfer", "before", "sip:201@127.0.0.1:5062")]

@@ -16,6 +16,7 @@ Order (the first rule that refuses decides):
     per-source limits       503         over `sip_rate_limit` (rate, unacknowledged calls)
     not in `sip_allow`      403
     draining                503         shutting down
+    server disabled         503         the receptionist server's `enabled` is false
     unknown extension       404
     receptionist disabled   503
     every call slot busy    503 + Retry-After
@@ -134,6 +135,7 @@ class RefusalKind(StrEnum):
     SOURCE_LIMIT = "source_limit"
     NOT_ALLOWED = "not_allowed"
     DRAINING = "draining"
+    SERVER_DISABLED = "server_disabled"
     UNKNOWN_EXTENSION = "unknown_extension"
     DISABLED = "receptionist_disabled"
     FULL = "full"
@@ -160,6 +162,7 @@ class ServerState:
 
     allow: Sequence[str] | None = None  # `server.sip_allow`
     draining: bool = False
+    enabled: bool = True  # the receptionist server's `enabled` (POST /api/ivr_servers/{id})
     receptionists: Mapping[str, Receptionist] | None = None
     calls: int = 0  # calls in progress
     capacity: int | None = None  # calls that may be in progress
@@ -235,6 +238,13 @@ def _route(
         return Refuse(
             kind=RefusalKind.DRAINING, sip_code=503, reason="Service Unavailable (shutting down)"
         )
+    if not server.enabled:
+        return Refuse(
+            kind=RefusalKind.SERVER_DISABLED,
+            sip_code=503,
+            reason="Service Unavailable (server disabled)",
+            detail="the receptionist server is disabled (POST /api/ivr_servers/{id})",
+        )
     receptionist = None
     if server.receptionists is not None and request.request_user is not None:
         receptionist = server.receptionists.get(request.request_user)
@@ -275,6 +285,7 @@ _LOG_LEVELS = {
     RefusalKind.NOT_ALLOWED: "INFO",
     RefusalKind.UNKNOWN_EXTENSION: "INFO",
     RefusalKind.DRAINING: "WARNING",
+    RefusalKind.SERVER_DISABLED: "INFO",
     RefusalKind.DISABLED: "WARNING",
     RefusalKind.FULL: "WARNING",
     RefusalKind.PACE: "WARNING",

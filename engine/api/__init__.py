@@ -20,13 +20,13 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import psutil
-from fastapi import APIRouter, Depends, FastAPI, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.api.blobs import blobs_router
-from engine.api.common import ApiContext, apply_to_runtime, list_options
-from engine.api.errors import error_response, install_error_handlers, not_found
+from engine.api.common import ApiContext, apply_to_runtime, list_options, read_object
+from engine.api.errors import error_response, install_error_handlers, invalid, not_found
 from engine.api.ivrs import ivrs_router
 from engine.api.view import RuntimeView
 from engine.errors import ApiError
@@ -134,7 +134,9 @@ def _status_router(runtime: RuntimeView, is_serving: Callable[[], bool]) -> APIR
         return {
             "cpu_usage": round(cpu),
             "memory_usage": round(psutil.virtual_memory().percent),
-            "status": "ONLINE" if is_serving() and not runtime.draining else "OFFLINE",
+            "status": (
+                "ONLINE" if is_serving() and not runtime.draining and runtime.enabled else "OFFLINE"
+            ),
             "active_calls": runtime.active_calls,
             "capacity": runtime.capacity,
             "calls_total": runtime.calls_total,
@@ -145,7 +147,7 @@ def _status_router(runtime: RuntimeView, is_serving: Callable[[], bool]) -> APIR
             "id": SERVER_ID,
             "name": runtime.server.name,
             "type": "EXTERNAL",
-            "enabled": True,
+            "enabled": runtime.enabled,
             "ipv4": runtime.server.sip_host,
         }
 
@@ -158,8 +160,36 @@ def _status_router(runtime: RuntimeView, is_serving: Callable[[], bool]) -> APIR
         return {"status": "ok"}
 
     @router.get("/api/ivr_servers")
-    async def list_servers() -> dict[str, Any]:
-        return {"count": 1, "items": [server_item()]}
+    async def list_servers(
+        options: Annotated[ListOptions, Depends(list_options)],
+    ) -> dict[str, Any]:
+        items = [server_item()][options.skip : options.skip + options.top]
+        return {"count": 1, "items": items}
+
+    @router.post("/api/ivr_servers/{server_id}")
+    async def update_server(server_id: str, request: Request) -> Response:
+        """PortSIP's updateVrServer: `{"enabled": false}` takes the server OFFLINE (new calls
+        get 503, calls in progress finish), `true` ONLINE again."""
+        known(server_id)
+        body = await read_object(request)
+        detail = {name: "unknown field" for name in sorted(set(body) - {"enabled"})}
+        enabled = body.get("enabled", True)  # PortSIP's default
+        if not isinstance(enabled, bool):
+            detail["enabled"] = "must be true or false"
+        if detail:
+            raise invalid(detail)
+        runtime.set_enabled(enabled)
+        return Response(status_code=200)
+
+    @router.post("/api/ivr_servers/{server_id}/destroy")
+    async def destroy_server(server_id: str) -> None:
+        known(server_id)
+        raise ApiError(
+            409,
+            "CONFLICT",
+            "a receptionist server cannot destroy itself: disable it "
+            '(POST /api/ivr_servers/{id} {"enabled": false}) or stop the service',
+        )
 
     @router.get("/api/ivr_servers/{server_id}")
     async def get_server(server_id: str) -> dict[str, Any]:

@@ -21,6 +21,13 @@ class RuntimeView(Protocol):
     def draining(self) -> bool: ...
 
     @property
+    def enabled(self) -> bool: ...
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Disabled: new calls get 503, calls in progress go on."""
+        ...
+
+    @property
     def active_calls(self) -> int: ...
 
     @property
