@@ -82,6 +82,9 @@ from engine.telephony.base import (
 
 log = logging.getLogger(__name__)
 
+# SIP timer H (64 x T1): how long a UAS waits for the ACK of its 2xx before giving up
+ACK_TIMEOUT = 32.0
+
 
 class ActionUrlRequester(Protocol):
     async def request(
@@ -109,6 +112,8 @@ class ActiveCall:
     sip: SipFacts = field(default_factory=SipFacts)
     dtmf_methods: dict[str, int] = field(default_factory=dict)
     confirmed: bool = False  # the ACK came (CallConfirmed)
+    ack_timer: asyncio.TimerHandle | None = None  # hangs up when no ACK comes in time
+    ended_because: str | None = None  # why the server hung up on its own (no ACK, no media)
 
 
 def utc_now() -> datetime:
@@ -149,6 +154,7 @@ class Runtime:
         self.calls: dict[CallId, ActiveCall] = {}
         self.draining = False
         self.enabled = True  # False: new calls get 503, calls in progress go on
+        self.ack_timeout = ACK_TIMEOUT
         self.metrics = Metrics()
         # shared with the SIP stack's door, which applies them before pjsua when it can
         self.admission = admission or AdmissionCounters(server.sip_rate_limit)
@@ -205,6 +211,9 @@ class Runtime:
         if call is None:
             return
         match event:
+            case CallConfirmed(media=False):
+                self._confirmed(call)
+                self._end_on_our_own(call, "the ACK carried no SDP answer: no audio to play")
             case CallConfirmed():
                 self._confirmed(call)
                 call.sip.confirmed_at = self.clock().isoformat()
@@ -228,7 +237,9 @@ class Runtime:
                         self._feed(call, CallerHungUp(at=self.clock()))
                     else:
                         reason = (
-                            "server shutting down"
+                            call.ended_because
+                            if call.ended_because
+                            else "server shutting down"
                             if self.draining
                             else f"ended by the server: {event.sip_code} {event.reason}".strip()
                         )
@@ -319,6 +330,9 @@ class Runtime:
             receptionist.name,
         )
         self.telephony.answer(incoming.call_id)
+        call.ack_timer = asyncio.get_running_loop().call_later(
+            self.ack_timeout, self._ack_timed_out, incoming.call_id
+        )
 
     def _on_transfer_status(self, call: ActiveCall, event: TransferStatus) -> None:
         call.sip.transfer_notify_codes.append(event.sip_code)
@@ -467,8 +481,29 @@ class Runtime:
 
     # --- the end of a call -------------------------------------------------------------------
 
+    def _ack_timed_out(self, call_id: CallId) -> None:
+        """Timer H: the answer's ACK has not come (a silent peer, a broken NAT): hang up, so
+        that the call slot is freed and the call gets its record."""
+        call = self.calls.get(call_id)
+        if call is None or call.confirmed:
+            return
+        self._end_on_our_own(call, f"no ACK within {self.ack_timeout:g} s of the answer")
+
+    def _end_on_our_own(self, call: ActiveCall, why: str) -> None:
+        call.ended_because = why
+        log.warning(
+            "session %s: hanging up the call from %s: %s",
+            call.session_id,
+            call.incoming.source_host,
+            why,
+        )
+        self.telephony.hangup(call.incoming.call_id)
+
     def _confirmed(self, call: ActiveCall) -> None:
         """The call's ACK came (or the call ended first): it no longer counts as unconfirmed."""
+        if call.ack_timer is not None:
+            call.ack_timer.cancel()
+            call.ack_timer = None
         if call.confirmed:
             return
         call.confirmed = True

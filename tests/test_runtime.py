@@ -390,3 +390,49 @@ def test_a_disabled_server_refuses_new_calls_and_keeps_the_calls_in_progress(
     assert tel.named("reject") == [("reject", "while-disabled", 503)]
     assert [c[1] for c in tel.named("answer")] == ["before", "after"]
     assert tel.named("transfer") == [("transfer", "before", "sip:201@127.0.0.1:5062")]
+
+
+def test_a_call_without_an_ack_is_hung_up_at_timer_h_and_recorded(tmp_path: Path) -> None:
+    """Issue 13, item 1: a delayed-offer INVITE whose ACK carries no SDP answer stayed in its
+    call slot for ever (pjsua never confirms it); a silent peer's call held it for ~65 s."""
+
+    async def run() -> tuple[Runtime, FakeTelephony]:
+        runtime, tel = make_runtime(tmp_path)
+        runtime.ack_timeout = 0.05
+        runtime.on_event(incoming("silent"))
+        runtime.on_event(incoming("acked", source_host="192.0.2.5"))
+        runtime.on_event(CallConfirmed(call_id="acked"))
+        await asyncio.sleep(0.2)
+        assert tel.named("hangup") == [("hangup", "silent")]  # only the call without an ACK
+        runtime.on_event(
+            CallDisconnected(call_id="silent", sip_code=200, reason="", by_remote=False)
+        )
+        return runtime, tel
+
+    runtime, _ = asyncio.run(run())
+    record = runtime.records.recent[-1]
+    assert record["outcome"] == "hung_up_by_server"
+    assert record["reason"] == "no ACK within 0.05 s of the answer"
+    assert set(runtime.calls) == {"acked"}
+    assert runtime.admission.unconfirmed("127.0.0.1") == 0
+
+
+def test_a_call_confirmed_without_media_is_ended_at_once(tmp_path: Path) -> None:
+    """A delayed-offer INVITE whose ACK carried no SDP answer: pjsua confirms the call, but
+    nothing can be played, so the flow would wait for its greeting for ever."""
+
+    async def run() -> tuple[Runtime, FakeTelephony]:
+        runtime, tel = make_runtime(tmp_path)
+        runtime.on_event(incoming("no-media"))
+        runtime.on_event(CallConfirmed(call_id="no-media", media=False))
+        assert tel.named("hangup") == [("hangup", "no-media")]
+        assert not tel.named("play")
+        runtime.on_event(
+            CallDisconnected(call_id="no-media", sip_code=200, reason="", by_remote=False)
+        )
+        return runtime, tel
+
+    runtime, _ = asyncio.run(run())
+    record = runtime.records.recent[-1]
+    assert record["outcome"] == "hung_up_by_server"
+    assert record["reason"] == "the ACK carried no SDP answer: no audio to play"

@@ -43,9 +43,12 @@ class IncomingCall:
 
 @dataclass(frozen=True, kw_only=True)
 class CallConfirmed:
-    """The call is answered and confirmed (ACK received): media may flow."""
+    """The call is answered and confirmed (ACK received): media may flow. `media` is False
+    when no audio stream was negotiated (an INVITE without an offer whose ACK carried no
+    answer): nothing can be played on such a call."""
 
     call_id: CallId
+    media: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

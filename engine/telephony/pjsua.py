@@ -534,7 +534,8 @@ class PjsuaTelephony:
         state = int(ci.state)
         if state == pj.PJSIP_INV_STATE_CONFIRMED and not st.confirmed:
             st.confirmed = True
-            self._emit(CallConfirmed(call_id=key))
+            # pjsua reports a negotiated stream (onCallMediaState) before CONFIRMED
+            self._emit(CallConfirmed(call_id=key, media=st.audio is not None))
         elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self._disconnected(st, int(ci.lastStatusCode), str(ci.lastReason))
 

@@ -1,11 +1,17 @@
-"""Admission in the runtime, end to end: a real `vr-engine serve` with `server.max_calls: 1`
+"""Admission and the ACK timer in the runtime, end to end: a real `vr-engine serve` with `server.max_calls: 1`
 (below the SIP stack's slots, so the door lets the second INVITE through and the runtime
 refuses it), real callers. The refused caller gets `503` with `Retry-After: 5` and the
 runtime's reason phrase; the engine logs the refusal once, naming the limit and how to raise
-it; an unknown extension gets 404; the call in progress is not disturbed."""
+it; an unknown extension gets 404; the call in progress is not disturbed. Last (it holds the
+only slot meanwhile): a delayed-offer INVITE (no SDP) whose ACK carries no SDP answer, which
+pjsua confirms without media and the call flow waited on for ever, is hung up with a BYE at
+once and gets its record."""
 
 from __future__ import annotations
 
+import random
+import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +24,7 @@ from tests.integration.engine_helpers import (
     start_engine,
     summary_of,
 )
+from tests.sip_corpus import Target, request
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +90,42 @@ def test_an_unknown_extension_gets_404_and_one_log_line(world: tuple[Procs, Engi
     assert summary["answered"] is False and summary["invite_status"] == 404, summary
     lines = [ln for ln in engine.proc.stderr_text().splitlines() if "for 999" in ln]
     assert len(lines) == 1 and "with 404 Not Found" in lines[0], lines
+
+
+def test_a_delayed_offer_without_an_answer_is_ended_at_once(world: tuple[Procs, Engine]) -> None:
+    """Issue 13, item 1: four such INVITEs held the four slots of the wheel for ever."""
+    _, engine = world
+    engine.wait_idle()
+    rng = random.Random(3)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.9", 0))
+        target = Target("127.0.0.1", engine.sip_port, "127.0.0.9", sock.getsockname()[1])
+        common = {"user": "800", "call_id": "delayed-offer@probe", "from_tag": "do1"}
+        extra = ["X-Session-ID: adm-delayed"]
+        sock.sendto(
+            request(rng, target, "INVITE", extra=extra, **common), (target.host, target.port)
+        )
+        sock.settimeout(5)
+        final = b""
+        while not final.startswith(b"SIP/2.0 200"):
+            final = sock.recv(65536)
+        to = next(ln for ln in final.decode().split("\r\n") if ln.lower().startswith("to:"))
+        ack = request(rng, target, "ACK", **common).decode()
+        ack = "\r\n".join(to if ln.startswith("To:") else ln for ln in ack.split("\r\n"))
+        sock.sendto(ack.encode(), (target.host, target.port))  # no SDP answer to the 200's offer
+        started = time.monotonic()
+        sock.settimeout(45)
+        bye = b""
+        while not bye.startswith(b"BYE "):
+            bye = sock.recv(65536)
+        waited = time.monotonic() - started
+        head = bye.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+        keep = ("via", "from", "to", "call-id", "cseq", "v:", "f:", "t:", "i:")
+        echoed = [ln for ln in head[1:] if ln.lower().startswith(keep)]
+        ok = "\r\n".join(["SIP/2.0 200 OK", *echoed, "Content-Length: 0", "", ""])
+        sock.sendto(ok.encode(), (target.host, target.port))
+    assert waited < 10, waited
+    record = engine.record("adm-delayed", timeout=15)
+    assert record["outcome"] == "hung_up_by_server"
+    assert record["reason"] == "the ACK carried no SDP answer: no audio to play", record
+    engine.wait_idle()
