@@ -317,7 +317,7 @@ class Runtime:
             transfer_domain=domain,
         )
         self.calls[incoming.call_id] = call
-        self.admission.answered(incoming.source_host)
+        self.admission.answered(incoming.source_host, incoming.call_id, time.monotonic())
         self._idle.clear()
         self.calls_total += 1
         self.metrics.invites.labels("200").inc()
@@ -507,7 +507,7 @@ class Runtime:
         if call.confirmed:
             return
         call.confirmed = True
-        self.admission.settled(call.incoming.source_host)
+        self.admission.settled(call.incoming.source_host, call.incoming.call_id)
 
     def _finish(self, call: ActiveCall) -> None:
         self._confirmed(call)

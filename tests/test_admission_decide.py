@@ -20,6 +20,7 @@ from engine.admission import (
     decide,
     describe,
     log_level,
+    reserved_slots,
 )
 from engine.model import SipRateLimit
 from tests.flow_harness import receptionist
@@ -360,3 +361,27 @@ def test_scanner_fingerprints_beyond_the_user_agent(
             replace(request, method="OPTIONS", request_user=None), ServerState(), None, 0.0
         )
         assert isinstance(door, Refuse) and door.silent
+
+
+@pytest.mark.parametrize(
+    ("capacity", "reserved"), [(1, 0), (2, 1), (4, 1), (19, 1), (20, 2), (1000, 100)]
+)
+def test_reserved_slots(capacity: int, reserved: int) -> None:
+    assert reserved_slots(capacity) == reserved
+
+
+def test_a_source_with_a_call_stuck_unacked_cannot_take_the_last_slot() -> None:
+    """Issue 13, item 1: four un-ACKed INVITEs from one source took all 4 slots of the wheel."""
+    c = counters(max_unconfirmed=20)
+    c.answered(PBX, "stuck", now=0.0)  # answered at 0 s, never ACKed
+    c.answered(PBX, "fresh", now=9.9)  # answered 0.1 s ago: its ACK may be on its way
+    three_busy = replace(RUNTIME, calls=3)
+    refused = decide(INVITE, three_busy, c, 10.0)
+    assert isinstance(refused, Refuse) and refused.kind is RefusalKind.RESERVED
+    assert (refused.sip_code, refused.retry_after) == (503, RETRY_AFTER)
+    other = replace(INVITE, source_host="10.0.0.6")  # another source gets the last slot
+    assert isinstance(decide(other, three_busy, c, 10.0), Admit)
+    assert isinstance(decide(INVITE, replace(RUNTIME, calls=2), c, 10.0), Admit)  # not the last
+    c.settled(PBX, "stuck")  # its ACK came (or it ended)
+    assert isinstance(decide(INVITE, three_busy, c, 10.0), Admit)  # "fresh" is not stale yet
+    assert c.stale_unconfirmed(PBX, 10.0) == 0 and c.stale_unconfirmed(PBX, 11.0) == 1

@@ -20,6 +20,7 @@ from engine.admission.policy import (
     describe,
     is_scanner,
     log_level,
+    reserved_slots,
     scanner_fingerprint,
     source_allowed,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "describe",
     "is_scanner",
     "log_level",
+    "reserved_slots",
     "scanner_fingerprint",
     "source_allowed",
 ]

@@ -18,6 +18,7 @@ from engine.model import SipRateLimit
 RATE_LIMITED = "rate limit"
 UNACKNOWLEDGED = "unacknowledged calls"
 CHARGED_MEMORY = 4096  # Call-IDs the door charged, not yet reported by pjsua
+STALE_AFTER = 1.0  # seconds an answered call may wait for its ACK before it counts as stale
 
 
 @dataclass
@@ -60,6 +61,7 @@ class AdmissionCounters:
         )
         self._pace = pace
         self._unconfirmed: Counter[str] = Counter()
+        self._answered_at: dict[str, dict[str, float]] = {}  # source → call → when answered
         self._charged: OrderedDict[str, None] = OrderedDict()
 
     # --- asked by `decide` ------------------------------------------------------------------
@@ -119,17 +121,32 @@ class AdmissionCounters:
 
     # --- the runtime's answered calls -------------------------------------------------------
 
-    def answered(self, source: str) -> None:
-        """A call from `source` was answered: it waits for its ACK."""
+    def answered(self, source: str, call: str = "", now: float | None = None) -> None:
+        """A call from `source` was answered: it waits for its ACK. With `call` and `now`
+        its age is known too (see `stale_unconfirmed`)."""
         with self._lock:
             self._unconfirmed[source] += 1
+            if call and now is not None:
+                self._answered_at.setdefault(source, {})[call] = now
 
-    def settled(self, source: str) -> None:
+    def settled(self, source: str, call: str = "") -> None:
         """An answered call from `source` got its ACK, or ended first."""
         with self._lock:
             self._unconfirmed[source] -= 1
             if self._unconfirmed[source] <= 0:
                 del self._unconfirmed[source]
+            calls = self._answered_at.get(source)
+            if calls is not None:
+                calls.pop(call, None)
+                if not calls:
+                    del self._answered_at[source]
+
+    def stale_unconfirmed(self, source: str, now: float, age: float = STALE_AFTER) -> int:
+        """Answered calls from `source` still without their ACK `age` seconds later (a PBX
+        ACKs within milliseconds; a silent peer never does)."""
+        with self._lock:
+            calls = self._answered_at.get(source, {})
+            return sum(1 for at in calls.values() if at <= now - age)
 
     def unconfirmed(self, source: str) -> int:
         with self._lock:

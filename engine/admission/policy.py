@@ -20,6 +20,7 @@ Order (the first rule that refuses decides):
     unknown extension       404
     receptionist disabled   503
     every call slot busy    503 + Retry-After
+    the last free slots     503 + Retry-After  kept for sources without calls stuck unACKed
     pace                    503 + Retry-After  (builds whose ioqueue aborts when full)
 
 Pure but for `counters` (thread-safe token buckets and counts; time is passed in).
@@ -94,6 +95,12 @@ def _sipvicious_tag(from_header: str) -> bool:
     return bool(sep) and 6 <= len(tail) <= 10 and tail.isdigit() and printable
 
 
+def reserved_slots(capacity: int) -> int:
+    """Call slots kept for sources without stale unacknowledged calls: one in ten, at least
+    one (none for a single slot), so that a silent source cannot take every slot."""
+    return 0 if capacity < 2 else max(1, capacity // 10)
+
+
 def is_scanner(user_agent: str) -> bool:
     agent = user_agent.lower()
     return any(name in agent for name in SCANNER_AGENTS)
@@ -139,6 +146,7 @@ class RefusalKind(StrEnum):
     UNKNOWN_EXTENSION = "unknown_extension"
     DISABLED = "receptionist_disabled"
     FULL = "full"
+    RESERVED = "reserved"
     PACE = "pace"
 
 
@@ -264,6 +272,23 @@ def _route(
             detail=server.capacity_text,
             retry_after=RETRY_AFTER,
         )
+    if (
+        server.capacity is not None
+        and counters is not None
+        and request.source_host is not None
+        and server.capacity - server.calls <= reserved_slots(server.capacity)
+        and counters.stale_unconfirmed(request.source_host, now) > 0
+    ):
+        return Refuse(
+            kind=RefusalKind.RESERVED,
+            sip_code=503,
+            reason="Service Unavailable (call limit reached)",
+            detail=(
+                "the last free call slots are kept for sources whose answered calls were "
+                "ACKed; this source has calls waiting for their ACK"
+            ),
+            retry_after=RETRY_AFTER,
+        )
     if server.pace and counters is not None and not counters.pace_allows(now):
         rate = counters.pace_rate
         return Refuse(
@@ -288,6 +313,7 @@ _LOG_LEVELS = {
     RefusalKind.SERVER_DISABLED: "INFO",
     RefusalKind.DISABLED: "WARNING",
     RefusalKind.FULL: "WARNING",
+    RefusalKind.RESERVED: "WARNING",
     RefusalKind.PACE: "WARNING",
 }
 

@@ -24,7 +24,7 @@ from tests.integration.engine_helpers import (
     start_engine,
     summary_of,
 )
-from tests.sip_corpus import Target, request
+from tests.sip_corpus import Target, request, sdp
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +129,56 @@ def test_a_delayed_offer_without_an_answer_is_ended_at_once(world: tuple[Procs, 
     assert record["outcome"] == "hung_up_by_server"
     assert record["reason"] == "the ACK carried no SDP answer: no audio to play", record
     engine.wait_idle()
+
+
+@pytest.fixture(scope="module")
+def wheel_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Procs, Engine]]:
+    config = {"server": {"name": "vr-reserve", "shutdown_grace": 1}, "ivrs": CONFIG["ivrs"]}
+    with procs_in(tmp_path_factory.mktemp("reserve")) as procs:
+        engine = start_engine(procs, config, name="engine-reserve")
+        yield procs, engine
+
+
+def test_a_silent_source_cannot_take_the_last_call_slot(
+    wheel_engine: tuple[Procs, Engine],
+) -> None:
+    """Issue 13, item 1: four INVITEs from one source that never ACKs took all 4 slots of the
+    PyPI wheel, and every other caller got 503 for 65 s. Now the last free slot is kept for
+    sources whose calls were ACKed: the silent source's 4th INVITE gets 503, a caller gets
+    the slot."""
+    procs, engine = wheel_engine
+    capacity = engine.status()["capacity"]
+    rng = random.Random(21)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.12", 0))
+        target = Target("127.0.0.1", engine.sip_port, "127.0.0.12", sock.getsockname()[1])
+        sock.settimeout(5)
+
+        def invite(n: int) -> int:
+            body = sdp(rng, "127.0.0.12")
+            data = request(rng, target, "INVITE", user="800", call_id=f"silent-{n}@x", body=body)
+            sock.sendto(data, (target.host, target.port))
+            while True:  # the earlier calls' 200s are retransmitted meanwhile: match Call-ID
+                answer = sock.recv(65536)
+                status = answer.split(b" ", 2)[1]
+                if f"silent-{n}@x".encode() in answer and not status.startswith(b"1"):
+                    return int(status)
+
+        answered = [invite(n) for n in range(capacity - 1)]  # never ACKed
+        assert answered == [200] * (capacity - 1)
+        time.sleep(1.5)  # a PBX ACKs within milliseconds: these are stuck
+        assert invite(capacity) == 503
+        caller = dial(
+            procs,
+            engine,
+            "800",
+            "--hangup-after",
+            "1",
+            name="after-silent",
+            session="adm-after-silent",
+            from_user="1009",
+        )
+        summary = summary_of(caller)
+        assert summary["answered"] is True and summary["invite_status"] == 200, summary
+    log = engine.proc.stderr_text()
+    assert "1 INVITEs with 503 for the last free call slots, kept for sources" in log, log[-3000:]

@@ -246,7 +246,8 @@ class Door:
                 " (Retry-After %d s) for every call slot busy (%s), %d with 503 for new calls"
                 " arriving faster than %s a second, %d with 503 for a source over its limits"
                 " (sip_rate_limit), %d with 400/488 for an SDP offer the media stack cannot"
-                " carry, %d requests of SIP scanners ignored",
+                " carry, %d requests of SIP scanners ignored, %d INVITEs with 503 for the last free"
+                " call slots, kept for sources whose calls were ACKed",
                 new,
                 self.refused[RefusalKind.FULL],
                 RETRY_AFTER,
@@ -256,6 +257,7 @@ class Door:
                 self.refused[RefusalKind.SOURCE_LIMIT],
                 self.refused[RefusalKind.BAD_OFFER],
                 self.refused[RefusalKind.SCANNER],
+                self.refused[RefusalKind.RESERVED],
             )
         except BaseException:
             clear_last_exception()
