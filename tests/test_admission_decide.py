@@ -374,7 +374,7 @@ def test_a_source_with_a_call_stuck_unacked_cannot_take_the_last_slot() -> None:
     """Issue 13, item 1: four un-ACKed INVITEs from one source took all 4 slots of the wheel."""
     c = counters(max_unconfirmed=20)
     c.answered(PBX, "stuck", now=0.0)  # answered at 0 s, never ACKed
-    c.answered(PBX, "fresh", now=9.9)  # answered 0.1 s ago: its ACK may be on its way
+    c.answered(PBX, "fresh", now=9.0)  # answered 1 s ago: its ACK may be on its way
     three_busy = replace(RUNTIME, calls=3)
     refused = decide(INVITE, three_busy, c, 10.0)
     assert isinstance(refused, Refuse) and refused.kind is RefusalKind.RESERVED

@@ -18,7 +18,7 @@ from engine.model import SipRateLimit
 RATE_LIMITED = "rate limit"
 UNACKNOWLEDGED = "unacknowledged calls"
 CHARGED_MEMORY = 4096  # Call-IDs the door charged, not yet reported by pjsua
-STALE_AFTER = 1.0  # seconds an answered call may wait for its ACK before it counts as stale
+STALE_AFTER = 2.0  # seconds an answered call may wait for its ACK before it counts as stale
 
 
 @dataclass

@@ -166,7 +166,7 @@ def test_a_silent_source_cannot_take_the_last_call_slot(
 
         answered = [invite(n) for n in range(capacity - 1)]  # never ACKed
         assert answered == [200] * (capacity - 1)
-        time.sleep(1.5)  # a PBX ACKs within milliseconds: these are stuck
+        time.sleep(2.5)  # a PBX ACKs within milliseconds: these are stuck
         assert invite(capacity) == 503
         caller = dial(
             procs,
