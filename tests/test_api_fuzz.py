@@ -44,6 +44,8 @@ OPERATIONS = [
     ("GET", "/api/status"),
     ("GET", "/api/ivr_servers"),
     ("GET", "/api/ivr_servers/{server_id}"),
+    ("POST", "/api/ivr_servers/{server_id}"),
+    ("POST", "/api/ivr_servers/{server_id}/destroy"),
     ("GET", "/api/ivr_servers/{server_id}/status"),
     ("GET", "/api/calls"),
     ("GET", "/api/calls/{session_id}"),
