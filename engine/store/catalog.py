@@ -11,7 +11,7 @@ import os
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr, ValidationError
 
@@ -432,16 +432,15 @@ class Catalog(Database):
         )
 
     def get_file(self, file_id: str) -> FileInfo | None:
-        with self._lock:
-            row = self._conn.execute(
-                f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ?", (file_id,)
-            ).fetchone()
-        return None if row is None else self._file_from(row)
+        return self._file_where("id", file_id)
 
     def file_by_digest(self, digest: str) -> FileInfo | None:
+        return self._file_where("digest", digest)
+
+    def _file_where(self, column: Literal["id", "digest"], value: str) -> FileInfo | None:
         with self._lock:
             row = self._conn.execute(
-                f"SELECT {_FILE_COLUMNS} FROM files WHERE digest = ?", (digest,)
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE {column} = ?", (value,)
             ).fetchone()
         return None if row is None else self._file_from(row)
 
