@@ -103,7 +103,7 @@ def parse_config(data: Any, *, base: Path, source: str = "configuration") -> Con
     try:
         config = ConfigFile.model_validate(data)
     except ValidationError as error:
-        problems = problems_from(error) + problems
+        problems = problems_from(error, model=ConfigFile) + problems
     if config is not None:
         problems += _file_problems(config, base)
     if problems or config is None:

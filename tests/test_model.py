@@ -435,3 +435,29 @@ def test_an_empty_number_is_absent_for_actions_that_need_none(action: str) -> No
 def test_an_empty_number_still_fails_where_a_number_is_needed() -> None:
     with pytest.raises(ValidationError, match="needs a number"):
         ForwardRule.model_validate({"action": "FORWARD_TO_NUMBER", "number": "  "})
+
+
+def test_an_unknown_field_names_the_known_one_it_is_closest_to() -> None:
+    """Issue 13, item 13: unknown configuration fields got no "did you mean"."""
+    data = {
+        "server": {"sip_prot": 5060, "disa": {"max_faild_calls": 2}},
+        "ivrs": [
+            {
+                "name": "Main",
+                "extension_number": "800",
+                "promt_file": "x.wav",
+                "zzz": 1,
+                "custom_forward_rules": [
+                    {"user_inptu": "1", "office_hours_forward_rule": {"action": "HANGUP"}}
+                ],
+            }
+        ],
+    }
+    with pytest.raises(ConfigError) as refused:
+        parse_config(data, base=Path("."), source="vr.yaml")
+    text = str(refused.value)
+    assert "server.sip_prot: unknown field (did you mean 'sip_port'?)" in text
+    assert "server.disa.max_faild_calls: unknown field (did you mean 'max_failed_calls'?)" in text
+    assert "ivrs[0].promt_file: unknown field (did you mean 'prompt_file'?)" in text
+    assert "custom_forward_rules[0].user_inptu: unknown field (did you mean 'user_input'?)" in text
+    assert "ivrs[0].zzz: unknown field\n" in text + "\n"  # nothing close: no guess
