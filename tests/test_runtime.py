@@ -321,7 +321,7 @@ def test_scanners_and_floods_are_refused_at_the_door(tmp_path: Path) -> None:
 
 
 def test_an_invite_the_door_admitted_spends_no_second_rate_token(tmp_path: Path) -> None:
-    # the SIP stack's door applied the source's rate already (`admitted`); the runtime checks
+    # the SIP stack's door applied the source's rate already (charged); the runtime checks
     # only the unacknowledged calls, which the door may have counted before any was answered
     async def run() -> FakeTelephony:
         runtime, tel = make_runtime(

@@ -36,6 +36,7 @@ from enum import StrEnum
 
 from engine.admission.counters import AdmissionCounters
 from engine.model import Receptionist
+from engine.telephony.sipmsg import parse_name_addr
 
 RETRY_AFTER = 5  # seconds, in the 503's Retry-After when every call slot is busy
 
@@ -114,8 +115,8 @@ def scanner_fingerprint(request: NewRequest) -> str | None:
     if request.user_agent is not None and is_scanner(request.user_agent):
         return "a SIP scanner's User-Agent"
     from_header = request.from_header or ""
-    display = from_header.split("<", 1)[0] if "<" in from_header else ""
-    if any(name in display.lower() for name in SCANNER_DISPLAY_NAMES):
+    display = parse_name_addr(from_header)[0].lower()
+    if any(name in display for name in SCANNER_DISPLAY_NAMES):
         return "a SIP scanner's From display name"
     if _sipvicious_tag(from_header):
         return "a SIP scanner's From tag"

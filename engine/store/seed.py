@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def receptionist_snapshot(store: StoreBackend) -> dict[str, Receptionist]:
-    """Every stored receptionist by extension number, for `Runtime.set_receptionists`."""
+    """Every stored receptionist by extension number, for `Runtime.apply`."""
     return store.snapshot().receptionists
 
 

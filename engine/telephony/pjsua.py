@@ -373,8 +373,7 @@ class PjsuaTelephony:
         if self._lib is None or not bind_door_symbols(self._lib):
             log.warning("the SIP door is unavailable (pjsip symbols): pjsua answers 486 when full")
             return
-        fragile = not build_survives_connection_floods()
-        if fragile:
+        if not build_survives_connection_floods():
             self._admission.set_pace(
                 RateLimiter(rate=FRAGILE_NEW_CALL_RATE, burst=FRAGILE_NEW_CALL_BURST)
             )
@@ -382,7 +381,6 @@ class PjsuaTelephony:
             self._lib,
             self._admission,
             limit_text=limit_text,
-            pace=fragile,
             ipv6=":" in self.settings.host,
         )
         try:

@@ -52,8 +52,8 @@ LOG_INTERVAL = 10.0  # at most one warning per this many seconds (with the count
 
 class Door:
     """The pjsip module (see the module doc string). `limit_text` says what limits the call
-    slots and how to raise them (for the log); `pace`: apply the counters' pace of new calls
-    (builds whose ioqueue aborts when full)."""
+    slots and how to raise them (for the log). The pace of new calls, if the build needs one
+    (an ioqueue that aborts when full), is the counters' (`AdmissionCounters.set_pace`)."""
 
     def __init__(
         self,
@@ -61,13 +61,11 @@ class Door:
         counters: AdmissionCounters,
         *,
         limit_text: str,
-        pace: bool,
         ipv6: bool,
     ) -> None:
         self._lib = lib
         self._counters = counters
         self._limit_text = limit_text
-        self._pace = pace
         self._ipv6 = ipv6  # the media family of the server (for `sdp_problem`)
         self.refused: Counter[RefusalKind] = Counter()
         self._raw = RawLocator()
@@ -158,7 +156,7 @@ class Door:
                     calls=int(lib.pjsua_call_get_count()),
                     capacity=int(lib.pjsua_call_get_max_count()),
                     capacity_text=self._limit_text,
-                    pace=self._pace,
+                    pace=True,  # the counters have one only where the build needs it
                 ),
                 self._counters,
                 time.monotonic(),
@@ -253,7 +251,7 @@ class Door:
                 RETRY_AFTER,
                 self._limit_text,
                 self.refused[RefusalKind.PACE],
-                f"{rate:g}" if rate is not None and self._pace else "any",
+                f"{rate:g}" if rate is not None else "any",
                 self.refused[RefusalKind.SOURCE_LIMIT],
                 self.refused[RefusalKind.BAD_OFFER],
                 self.refused[RefusalKind.SCANNER],
