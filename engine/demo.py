@@ -1,7 +1,9 @@
 """The demo receptionist: what `vr-engine serve --demo` (or no configuration) answers on 800.
 
 Press 1 for extension 201 (voicemail out of hours), 2 for 202, 0 for DISA (PIN 135790,
-destinations 3-5 digits), or dial any 3-5 digit extension directly; 1000-1099 is blocked.
+destinations 3-5 digits), or dial an extension of 3-64 digits starting with 3-9 directly;
+5000-5099 is blocked. A menu rule fires as soon as the digits equal it (SPEC §5), so 1, 2 and 0
+are taken at the first key: an extension starting with them cannot be dialled from this menu.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ def demo_receptionist() -> dict[str, Any]:
         "dtmf_interval": 2,
         "enable_pin": True,
         "pin": DEMO_PIN,
-        "exclude_list": "1000-1099",
+        "exclude_list": "5000-5099",  # reachable: 1, 2 and 0 are menu keys
         "timeout_forward_rule": {"timeout": 10, "repeat_times": 2, "action": "HANGUP"},
         "failure_forward_rule": {"action": "REPEAT"},
         "night_mode_forward_rule": {"action": "HANGUP"},

@@ -387,6 +387,11 @@ def dial(
     )
 
 
+def keys(digits: str, start: float, step: float = 0.25) -> str:
+    """`--digits` for pressing `digits` one after another from `start` s, `step` s apart."""
+    return ",".join(f"{d}@{start + i * step:.2f}" for i, d in enumerate(digits))
+
+
 def summary_of(caller: Proc, timeout: float = 30.0) -> dict[str, Any]:
     caller.finish(timeout)
     found = caller.of("summary")

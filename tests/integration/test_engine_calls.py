@@ -44,6 +44,7 @@ from tests.integration.engine_helpers import (
     engine_command,
     frame_rms,
     invites_from,
+    keys,
     loud_runs,
     make_chirp,
     procs_in,
@@ -70,11 +71,6 @@ def rule(user_input: str, action: str, number: str | None = None) -> dict[str, A
     if number is not None:
         forward["number"] = number
     return {"user_input": user_input, "office_hours_forward_rule": forward}
-
-
-def keys(digits: str, start: float, step: float = 0.25) -> str:
-    """`--digits` for pressing `digits` one after another from `start` s, `step` s apart."""
-    return ",".join(f"{d}@{start + i * step:.2f}" for i, d in enumerate(digits))
 
 
 @dataclass

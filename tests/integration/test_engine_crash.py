@@ -31,6 +31,7 @@ from tests.integration.engine_helpers import (
     Proc,
     Procs,
     dial,
+    keys,
     make_chirp,
     procs_in,
     start_engine,
@@ -161,7 +162,9 @@ def restarted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restarted]:
         domain = f"127.0.0.1:{port}"
         engine = start_engine(procs, cfg, name="engine", transfer_domain=domain)
         # a failed DISA call locks DISA for its caller
-        failed, session = caller(procs, engine, LOCKED_USER, f"0@1.0,{keys(WRONG_PIN)}", "fail")
+        failed, session = caller(
+            procs, engine, LOCKED_USER, f"0@1.0,{keys(WRONG_PIN + '#', 2.5, 0.3)}", "fail"
+        )
         summary_of(failed, timeout=40)
         assert engine.record(session)["disa_pin_failures"] == 1
         assert "DISA locked for" in engine.proc.stderr_text()
@@ -223,10 +226,6 @@ def restarted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restarted]:
         )
         again.proc.signal(signal.SIGTERM)
         assert again.proc.finish(20) == 0, again.proc.stderr_tail()
-
-
-def keys(digits: str, start: float = 2.5, step: float = 0.3) -> str:
-    return ",".join(f"{d}@{start + i * step:.1f}" for i, d in enumerate(digits + "#"))
 
 
 def test_the_engine_was_killed_mid_stream_and_mid_call(restarted: Restarted) -> None:

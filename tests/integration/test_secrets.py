@@ -69,6 +69,7 @@ from tests.integration.engine_helpers import (
     Procs,
     dial,
     engine_command,
+    keys,
     procs_in,
     start_target,
     summary_of,
@@ -356,10 +357,6 @@ class Api:
 
 
 # --- the world ---------------------------------------------------------------------------------
-
-
-def keys(digits: str, start: float, step: float = 0.25) -> str:
-    return ",".join(f"{d}@{start + i * step:.2f}" for i, d in enumerate(digits))
 
 
 def disa_rule() -> dict[str, Any]:
