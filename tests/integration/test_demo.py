@@ -153,7 +153,7 @@ def test_menu_keys_disa_and_direct_dial(demo: Demo) -> None:
 
 
 def test_a_blocked_extension_is_refused_and_a_menu_key_wins_over_an_extension(demo: Demo) -> None:
-    """`5050#` is in 5000–5099: no transfer, the menu again. `1050`: rule 1 at the first key."""
+    """`5050#` is in 5000-5099: no transfer, the menu again. `1050`: rule 1 at the first key."""
     blocked = place(demo, keys("5050#", 1.0), hang_up_after=8.0, duration=20)
     first_key = place(demo, keys("1050", 1.0), hang_up_after=None, duration=20)
     assert transferred_to(demo, first_key) == "201"
