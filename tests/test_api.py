@@ -5,6 +5,7 @@ call records — and no response ever carrying a PIN, its hash or an action URL 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,11 +113,10 @@ def test_create_read_update_destroy(api: Api) -> None:
     assert view["enable_pin"] is True and view["enable_night_mode"] is False
     assert view["timeout_forward_rule"] == {
         "action": "HANGUP",
-        "number": None,
         "timeout": 30,
         "repeat_times": 3,
     }
-    assert view["prompt_file_id"] is None and view["prompt_file_url"] is None
+    assert "prompt_file_id" not in view and "prompt_file_url" not in view
     assert "pin" not in view and "action_urls" not in view
 
     listed = api.get("/api/ivrs").json()
@@ -256,6 +256,30 @@ def test_wrong_method_uses_the_envelope(api: Api) -> None:
     response = api.request("DELETE", "/api/ivrs")
     assert response.status_code == 405
     assert errors(response)["code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_a_405_allows_exactly_the_methods_of_its_path(api: Api) -> None:
+    """For every path of the API (our OpenAPI document), every other method is a 405 whose
+    `Allow` lists exactly the methods that path serves — also where one path has a GET route
+    and a POST route of its own (Starlette's 405 named only the first)."""
+    paths = api.client.app.openapi()["paths"]
+    assert {"/api/ivrs/{receptionist_id}", "/api/ivr_servers/{server_id}"} <= set(paths)
+    patterns = {t: re.compile(re.sub(r"\{[^}]+\}", "[^/]+", t) + "$") for t in paths}
+    for template in paths:
+        url = re.sub(r"\{[^}]+\}", "x", template)
+        # a URL can match more than one template (`/api/blobs/uploads` is also a digest)
+        served = sorted(
+            {m.upper() for t, ops in paths.items() if patterns[t].match(url) for m in ops}
+        )
+        for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE"} - set(served)):
+            response = api.request(method, url)
+            assert response.status_code == 405, (method, url, response.status_code)
+            assert response.headers["Allow"] == ", ".join(served), (method, url)
+            assert errors(response)["code"] == "METHOD_NOT_ALLOWED"
+            assert ", ".join(served) in errors(response)["message"]
+    # the paths with a GET and a POST route each
+    for url in ("/api/ivrs/x", "/api/ivr_servers/local", "/api/ivrs/x/action_urls/y"):
+        assert api.request("PUT", url).headers["Allow"] == "GET, POST", url
 
 
 def test_a_second_receptionist_on_an_extension_is_a_conflict(api: Api) -> None:
@@ -529,7 +553,7 @@ def test_the_response_scan_would_catch_a_leak(tmp_path: Path) -> None:
 def test_an_empty_prompt_file_id_means_none(api: Api) -> None:
     rid = api.create_ivr(prompt_file_id="", transfer_prompt_file_id="")
     view = api.get(f"/api/ivrs/{rid}").json()
-    assert view["prompt_file_id"] is None and view["transfer_prompt_file_id"] is None
+    assert "prompt_file_id" not in view and "transfer_prompt_file_id" not in view
 
 
 def test_without_a_store_only_status_and_in_memory_calls_are_served() -> None:

@@ -31,9 +31,9 @@ Not shared (the PBX's own registry of receptionist servers; this server only des
 itself), both in the error envelope.
 
 Deliberate deviations (each is applied to the reference schema below, or listed as an extension):
-- Unset optional fields are `null`, not absent: forward rule `number`, `non_office_hours_forward_rule`,
-  `holiday_forward_rule`, `prompt_file_{name,size,url}`, `transfer_prompt_file_{name,size,url}`.
-  The reference (OpenAPI 3.1) declares nothing nullable. In a request, `null` means unset too.
+- None in responses: the reference (OpenAPI 3.1) declares nothing nullable, so an unset optional
+  field (forward rule `number`, `prompt_file_name`, action URL `username`, …) is absent, and the
+  schemas are applied as they are. In a request, `null` means unset, as absence does.
 - Menu rule `holidays` are names of the server's holidays (README), in requests and responses;
   PortSIP takes tenant holiday ids and returns holiday objects.
 - Action URL `url`: the reference's `maxLength: 128` and `pattern: [a-z0-9]{6,64}` (copied from
@@ -80,20 +80,6 @@ REFERENCE_PATH = Path(
 PIN = "135790"
 HOLIDAY = "Christmas"
 
-# Unset optional fields are null in our responses (see the docstring).
-NULL_WHEN_UNSET = frozenset(
-    {
-        "number",
-        "non_office_hours_forward_rule",
-        "holiday_forward_rule",
-        "prompt_file_name",
-        "prompt_file_size",
-        "prompt_file_url",
-        "transfer_prompt_file_name",
-        "transfer_prompt_file_size",
-        "transfer_prompt_file_url",
-    }
-)
 HOLIDAY_NAME = {"type": "string", "minLength": 1, "maxLength": 64}
 
 RECEPTIONIST_EXTENSIONS = {
@@ -216,8 +202,6 @@ def with_deviations(node: Any) -> Any:
     out = {key: with_deviations(value) for key, value in node.items()}
     properties = out.get("properties")
     if isinstance(properties, dict):
-        for name in NULL_WHEN_UNSET & set(properties):
-            properties[name] = {"anyOf": [properties[name], {"type": "null"}]}
         if "holidays" in properties:
             properties["holidays"] = {"type": "array", "items": HOLIDAY_NAME}
         url = properties.get("url")
@@ -615,12 +599,28 @@ def test_the_live_change_payloads_are_portsip_requests(contract: Contract) -> No
     contract.check_request("post", "/ivrs/{id}", {"prompt_file_id": "NzAwNTUxOTA5NzczMTQ4MTYw"})
 
 
-def test_a_minimal_receptionist_shows_unset_fields_as_null(api: Api, contract: Contract) -> None:
+def test_a_minimal_receptionist_leaves_unset_fields_out(api: Api, contract: Contract) -> None:
+    """No `null` anywhere (the reference declares nothing nullable), and PortSIP's defaults."""
     payload = {"name": "Main", "extension_number": "800", "pin": PIN}
     contract.check_request("post", "/ivrs", payload)
     rid = contract.check(api.post("/api/ivrs", json=payload))["id"]
     view = contract.check(api.get(f"/api/ivrs/{rid}"))
-    assert view["prompt_file_url"] is None and view["failure_forward_rule"]["number"] is None
+    assert "null" not in json.dumps(view), view
+    for name in ("prompt_file_name", "prompt_file_size", "prompt_file_url", "prompt_file_id"):
+        assert name not in view
+    assert "number" not in view["failure_forward_rule"]
+    assert "non_office_hours_forward_rule" not in view
+    assert contract.check(api.get("/api/ivrs"))["items"] == [view]
+    # an action URL without credentials: no `username`
+    url_id = contract.check(
+        api.post(
+            f"/api/ivrs/{rid}/action_urls",
+            json={"name": "crm", "type": "DTMF", "url": "http://127.0.0.1:9/x"},
+        )
+    )["id"]
+    got = contract.check(api.get(f"/api/ivrs/{rid}/action_urls/{url_id}"))
+    assert "username" not in got and "null" not in json.dumps(got), got
+    assert contract.check(api.get(f"/api/ivrs/{rid}/action_urls"))["items"] == [got]
     # PortSIP's defaults
     assert (view["language"], view["dtmf_interval"], view["enable_pin"]) == ("en-US", 2, True)
     assert view["timeout_forward_rule"]["timeout"] == 30
@@ -684,7 +684,8 @@ def test_this_server_and_its_status(api: Api, contract: Contract) -> None:
 
 
 def test_files_and_uploads(api: Api, contract: Contract) -> None:
-    file_id = upload(api, contract, wav_float_stereo(1.0), "menu.wav", bare_digest=False)
+    uploaded = wav_float_stereo(1.0)
+    file_id = upload(api, contract, uploaded, "menu.wav", bare_digest=False)
     listed = contract.check(api.get("/api/files", params={"top": 10}))
     assert listed["count"] == 1
     info = contract.check(api.get(f"/api/files/{file_id}"))
@@ -697,6 +698,16 @@ def test_files_and_uploads(api: Api, contract: Contract) -> None:
         contract.check(download)
         assert download.status_code == 200
         assert hashlib.sha256(download.content).hexdigest() == hexdigest
+    # the digest of the bytes uploaded (what a client can compute) gives the same converted file,
+    # and the download needs no token (PortSIP: `security: []`)
+    source = hashlib.sha256(uploaded).hexdigest()
+    assert source != hexdigest
+    for digest in (source, f"SHA256:{source.upper()}", hexdigest):
+        download = api.client.get(f"/api/blobs/{digest}", headers={"Authorization": ""})
+        contract.check(download)
+        assert download.status_code == 200, digest
+        assert hashlib.sha256(download.content).hexdigest() == hexdigest
+        assert download.headers["ETag"] == f'"sha256:{hexdigest}"'
 
     # an upload abandoned with destroy
     started = api.post("/api/blobs/uploads", params={"filename": "x.wav", "temporary": "true"})

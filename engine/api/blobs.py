@@ -1,6 +1,9 @@
 """Prompt files as in PortSIP: `/api/blobs/uploads` (resumable uploads), `/api/blobs/{digest}`
 (download of the converted WAV) and `/api/files` (the stored files).
 
+`GET /api/blobs/{digest}` needs no token (PortSIP's `security: []`): the digest is the SHA-256
+of the converted WAV or of the bytes uploaded, unguessable without the file.
+
 Upload: `POST /api/blobs/uploads?filename=` → 202 with `PortSIP-Upload-ID`,
 `PortSIP-Upload-Token`, `Location` and `Range` headers; `POST|PATCH …/{id}/append` with raw
 bytes → 203; `GET …/{id}/status` → 204 with the same headers; `POST
@@ -105,7 +108,11 @@ def blobs_router(ctx: ApiContext) -> APIRouter:
     @router.get("/api/blobs/{digest}")
     async def download(digest: str) -> Response:
         hex_digest = parse_digest(digest)
-        info = await store.run(store.file_by_digest, hex_digest)
+        # the converted file's digest (the `url` and `digest` we show), or the digest of the
+        # bytes a client uploaded (what it can compute itself)
+        info = await store.run(store.file_by_digest, hex_digest) or await store.run(
+            store.file_by_source_digest, hex_digest
+        )
         if info is None or not info.path.is_file():
             raise not_found(f"no blob with digest sha256:{hex_digest}")
         stem = info.name.rsplit(".", 1)[0] if "." in info.name else info.name

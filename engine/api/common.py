@@ -201,20 +201,36 @@ def file_view(info: FileInfo) -> dict[str, Any]:
     }
 
 
+def without_nulls(value: Any) -> Any:
+    """`value` with every `null` member of its objects left out (also in nested objects and
+    lists): PortSIP's schemas declare no field nullable, so an unset optional field is absent."""
+    if isinstance(value, dict):
+        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
+    return value
+
+
 def receptionist_view(stored: StoredReceptionist) -> dict[str, Any]:
-    """A receptionist as PortSIP shows it: no PIN, with the prompt files' read-only fields."""
+    """A receptionist as PortSIP shows it: no PIN, with the prompt files' read-only fields, and
+    no `null`s (an unset optional field is absent)."""
     doc = without(stored.doc, RECEPTIONIST_WRITE_ONLY | {"action_urls"})
     view: dict[str, Any] = {"id": stored.id, **doc}
     for prefix, info in (
         ("prompt_file", stored.prompt_file),
         ("transfer_prompt_file", stored.transfer_prompt_file),
     ):
-        view[f"{prefix}_name"] = info.name if info else None
-        view[f"{prefix}_size"] = info.size if info else None
-        view[f"{prefix}_url"] = blob_url(info.digest) if info else None
-    return view
+        if info is not None:
+            view[f"{prefix}_name"] = info.name
+            view[f"{prefix}_size"] = info.size
+            view[f"{prefix}_url"] = blob_url(info.digest)
+    result: dict[str, Any] = without_nulls(view)
+    return result
 
 
 def action_url_view(stored: StoredActionUrl) -> dict[str, Any]:
-    """An action URL without its write-only secrets."""
-    return {"id": stored.id, **without(stored.doc, frozenset(SECRET_FIELDS))}
+    """An action URL without its write-only secrets and without `null`s."""
+    result: dict[str, Any] = without_nulls(
+        {"id": stored.id, **without(stored.doc, frozenset(SECRET_FIELDS))}
+    )
+    return result

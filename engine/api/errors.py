@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from engine.errors import ApiError
 from engine.store import (
@@ -117,4 +118,25 @@ def install_error_handlers(app: FastAPI) -> None:
         except ValueError:
             default = "error"
         message = error.detail if isinstance(error.detail, str) else default
-        return error_response(error.status_code, code, message, headers=error.headers)
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            allowed = allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed here; this path takes {headers['Allow']}"
+        return error_response(error.status_code, code, message, headers=headers)
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves at the request's path (Starlette's own 405
+    names only the methods of the first route whose path matched). Asked of each route through
+    `matches`, so included routers answer for their own routes."""
+    methods = {
+        method
+        for method in _METHODS
+        for route in request.app.router.routes
+        if route.matches({**request.scope, "method": method})[0] is Match.FULL
+    }
+    return sorted(methods)

@@ -437,10 +437,16 @@ class Catalog(Database):
     def file_by_digest(self, digest: str) -> FileInfo | None:
         return self._file_where("digest", digest)
 
-    def _file_where(self, column: Literal["id", "digest"], value: str) -> FileInfo | None:
+    def file_by_source_digest(self, digest: str) -> FileInfo | None:
+        return self._file_where("source_digest", digest)
+
+    def _file_where(
+        self, column: Literal["id", "digest", "source_digest"], value: str
+    ) -> FileInfo | None:
         with self._lock:
             row = self._conn.execute(
-                f"SELECT {_FILE_COLUMNS} FROM files WHERE {column} = ?", (value,)
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE {column} = ? ORDER BY created_at LIMIT 1",
+                (value,),
             ).fetchone()
         return None if row is None else self._file_from(row)
 

@@ -141,6 +141,10 @@ class StoreBackend(Protocol):
 
     def file_by_digest(self, digest: str) -> FileInfo | None: ...
 
+    def file_by_source_digest(self, digest: str) -> FileInfo | None:
+        """The file converted from uploaded bytes with this SHA-256 (hex)."""
+        ...
+
     def missing_files(self, file_ids: Sequence[str]) -> set[str]:
         """Which of `file_ids` are not stored."""
         ...

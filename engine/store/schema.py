@@ -62,5 +62,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE disa_failures (key TEXT NOT NULL, at REAL NOT NULL)""",
         "CREATE INDEX disa_failures_key ON disa_failures(key, at)",
     ),
+    # 2: a prompt can be downloaded by the digest of the bytes uploaded, too
+    ("CREATE INDEX files_source_digest ON files(source_digest)",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
