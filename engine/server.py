@@ -36,7 +36,14 @@ from engine.files import sha256_file
 from engine.model import TRUSTED_STORE, Receptionist, ServerSettings
 from engine.prompts import PromptLibrary
 from engine.runtime import Runtime, format_host
-from engine.store import Store, StoreBackend, StoreCallRecords, StoreDisaSink, seed_from_config
+from engine.store import (
+    Store,
+    StoreBackend,
+    StoreCallRecords,
+    StoreDisaSink,
+    seed_from_config,
+    seeding_differences,
+)
 from engine.telephony.pjsip.build import (
     BUILD_FIX,
     build_has_ipv6,
@@ -202,6 +209,12 @@ def sip_transports(settings: ServerSettings) -> tuple[str, ...]:
     return tuple(settings.sip_transports)
 
 
+SEEDING_DIFFERS = (
+    "the configuration file differs from %s, which is what is served (a file's receptionists "
+    "only seed a new data directory): %s. To apply the file, change that through the API "
+    "(POST /api/ivrs/{id}) or serve with a new --data-dir"
+)
+
 PJSIP_LOG_WARNING = (
     "pjsip log level %d writes whole SIP messages and key presses (PINs included) to the log "
     "(at --log-level debug): for diagnosis only, never in production"
@@ -237,11 +250,17 @@ def serve(
             )
             seed_from_config(store, configured, configured_files)
         elif config.ivrs:
-            log.info(
-                "%s holds the receptionists (the API is the source of truth); the "
-                "configuration's receptionists only seed a new data directory",
-                store.path,
+            differences = seeding_differences(
+                config.ivrs, base or Path.cwd(), store.snapshot().receptionists
             )
+            for line in differences:
+                log.warning(SEEDING_DIFFERS, store.path, line)
+            if not differences:
+                log.info(
+                    "%s holds the receptionists (the API is the source of truth); the "
+                    "configuration's receptionists only seed a new data directory",
+                    store.path,
+                )
         snapshot = store.snapshot()
         for ivr in snapshot.receptionists.values():
             resolved = prompts.resolve_language(ivr.language)

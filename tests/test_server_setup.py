@@ -24,6 +24,7 @@ from engine.server import (
     prepare_prompt_files,
     sip_transports,
 )
+from engine.store import Store, seed_from_config, seeding_differences
 
 
 @pytest.mark.parametrize(
@@ -130,6 +131,57 @@ def test_configured_prompt_files_are_converted_once(tmp_path: Path) -> None:
     mtime = converted.stat().st_mtime_ns
     prepare_prompt_files(config, tmp_path, data)  # again: not converted a second time
     assert converted.stat().st_mtime_ns == mtime
+
+
+def test_seeding_differences_name_every_changed_field(tmp_path: Path) -> None:
+    """The file that seeded a store, compared with it: nothing; each edit: its field path."""
+    t = np.arange(16000) / 16000
+    sf.write(tmp_path / "main.wav", 0.3 * np.sin(2 * np.pi * 300 * t), 16000)
+    raw = {
+        "ivrs": [
+            {
+                "name": "Main",
+                "extension_number": "800",
+                "prompt_file": "main.wav",
+                "pin": "135790",
+                "custom_forward_rules": [
+                    {"user_input": "0", "office_hours_forward_rule": {"action": "DISA"}}
+                ],
+                "action_urls": [
+                    {"name": "crm", "type": "DTMF", "url": "http://127.0.0.1:9/x", "dtmf_mask": "5"}
+                ],
+            }
+        ]
+    }
+    config = parse_config(raw, base=tmp_path)
+    store = Store.open(tmp_path / "data")
+    try:
+        seed_from_config(store, *prepare_prompt_files(config, tmp_path, tmp_path / "data"))
+        stored = store.snapshot().receptionists
+        assert seeding_differences(config.ivrs, tmp_path, stored) == []
+        # the PIN hash has a new salt at every load: never a difference
+        assert seeding_differences(parse_config(raw, base=tmp_path).ivrs, tmp_path, stored) == []
+
+        edited = parse_config(
+            {
+                "ivrs": [
+                    {
+                        **raw["ivrs"][0],
+                        "name": "Front desk",
+                        "action_urls": [{**raw["ivrs"][0]["action_urls"][0], "dtmf_mask": "6"}],
+                    },
+                    {"name": "New", "extension_number": "801"},
+                ]
+            },
+            base=tmp_path,
+        )
+        sf.write(tmp_path / "main.wav", 0.3 * np.sin(2 * np.pi * 500 * t), 16000)
+        assert seeding_differences(edited.ivrs, tmp_path, stored) == [
+            "ivrs[0] (extension 800): action_urls[0].dtmf_mask, name, prompt_file",
+            "ivrs[1] (extension 801): not in the data directory (deleted through the API?)",
+        ]
+    finally:
+        store.close()
 
 
 def test_an_unusable_prompt_file_stops_start_up(tmp_path: Path) -> None:

@@ -84,6 +84,7 @@ from engine.store.schema import (
 from engine.store.seed import (
     receptionist_snapshot,
     seed_from_config,
+    seeding_differences,
 )
 from engine.store.sinks import (
     StoreCallRecords,
@@ -137,4 +138,5 @@ __all__ = [
     "receptionist_document",
     "receptionist_snapshot",
     "seed_from_config",
+    "seeding_differences",
 ]

@@ -4,8 +4,9 @@ never seeded (after that, the API is the source of truth)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from engine.files import sha256_file
 from engine.model import Receptionist
@@ -13,6 +14,7 @@ from engine.store.catalog import MEDIA_TYPE_WAV
 from engine.store.db import now_text
 from engine.store.interface import StoreBackend
 from engine.store.objects import FileInfo
+from engine.validation import field_path
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +65,69 @@ def seed_from_config(
             len(infos),
         )
     return seeded
+
+
+# Not compared: the PIN (the file's is hashed with a new salt at every load; only hashes are
+# kept) and secrets (shown masked by the model); prompt files are compared by content.
+# Ids are given by the store.
+_NOT_COMPARED: dict[str, Any] = {
+    "id": True,
+    "pin": True,
+    "prompt_file": True,
+    "transfer_prompt_file": True,
+    "action_urls": {"__all__": {"id"}},
+}
+_PROMPTS = (("prompt_file", "prompt_file_id"), ("transfer_prompt_file", "transfer_prompt_file_id"))
+MAX_PATHS = 6
+
+
+def _differing_paths(a: Any, b: Any, at: tuple[int | str, ...]) -> list[tuple[int | str, ...]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            path
+            for key in sorted(set(a) | set(b), key=str)
+            for path in _differing_paths(a.get(key), b.get(key), (*at, key))
+        ]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            path
+            for index, (x, y) in enumerate(zip(a, b, strict=True))
+            for path in _differing_paths(x, y, (*at, index))
+        ]
+    return [] if a == b else [at]
+
+
+def seeding_differences(
+    configured: Sequence[Receptionist], base: Path, stored: Mapping[str, Receptionist]
+) -> list[str]:
+    """How the configuration file's receptionists differ from those of a data directory that
+    was seeded before (which is what gets served): one line per receptionist of the file that
+    is missing or different, naming its fields (`ivrs[0] (extension 800): dtmf_interval, …`).
+
+    A configured prompt file is compared by content with the stored one; receptionists that
+    exist only in the data directory (created through the API) are not differences."""
+    lines: list[str] = []
+    for index, ivr in enumerate(configured):
+        where = f"ivrs[{index}] (extension {ivr.extension_number})"
+        current = stored.get(ivr.extension_number)
+        if current is None:
+            lines.append(f"{where}: not in the data directory (deleted through the API?)")
+            continue
+        mine = ivr.model_dump(mode="json", exclude=_NOT_COMPARED)
+        theirs = current.model_dump(mode="json", exclude=_NOT_COMPARED)
+        for path_field, id_field in _PROMPTS:
+            value = getattr(ivr, path_field, None)
+            if isinstance(value, str) and value:
+                source = base / value
+                # the id seeding gives a configured prompt (engine.server.prepare_prompt_files)
+                mine[id_field] = f"cfg-{sha256_file(source)[:24]}" if source.is_file() else value
+        paths = [field_path(p) for p in _differing_paths(mine, theirs, ())]
+        paths = [
+            next((f for f, i in _PROMPTS if path == i and getattr(ivr, f, None)), path)
+            for path in paths
+        ]
+        if paths:
+            shown = ", ".join(paths[:MAX_PATHS])
+            more = f" and {len(paths) - MAX_PATHS} more" if len(paths) > MAX_PATHS else ""
+            lines.append(f"{where}: {shown}{more}")
+    return lines
