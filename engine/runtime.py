@@ -75,6 +75,7 @@ from engine.telephony.base import (
     DtmfDigit,
     IncomingCall,
     PlaybackFinished,
+    StrayAck,
     Telephony,
     TelephonyEvent,
     TransferStatus,
@@ -214,6 +215,13 @@ class Runtime:
             case CallConfirmed(media=False):
                 self._confirmed(call)
                 self._end_on_our_own(call, "the ACK carried no SDP answer: no audio to play")
+            case StrayAck():
+                if not call.confirmed and event.source_host == call.incoming.source_host:
+                    self._end_on_our_own(
+                        call,
+                        "its ACK had no To tag, so it matched no dialog (RFC 3261 12.2.1.1): "
+                        "the call could never be confirmed",
+                    )
             case CallConfirmed():
                 self._confirmed(call)
                 call.sip.confirmed_at = self.clock().isoformat()

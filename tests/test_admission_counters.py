@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.admission import RateLimiter, is_scanner
+from engine.admission import AdmissionCounters, RateLimiter, is_scanner
+from engine.admission.counters import IN_FLIGHT_FOR
 
 
 @pytest.mark.parametrize(
@@ -37,3 +38,20 @@ def test_memory_is_bounded_under_a_flood_from_many_sources() -> None:
     for i in range(10_000):
         limiter.allow(f"10.0.{i // 256}.{i % 256}", float(i))
     assert len(limiter) == 100
+
+
+def test_in_flight_counts_fresh_charges_and_unacked_calls_of_one_source() -> None:
+    c = AdmissionCounters(None)
+    c.charge("a", "10.0.0.5", 0.0)
+    c.charge("b", "10.0.0.5", 1.0)
+    c.charge("x", "10.0.0.9", 1.0)
+    c.charge("unknown-source", None, 1.0)
+    c.answered("10.0.0.5", "c", now=1.0)
+    assert c.in_flight("10.0.0.5", 1.0) == 3
+    assert c.in_flight("10.0.0.9", 1.0) == 1
+    assert c.take_charged("a")  # pjsua reported it: the runtime's answer counts from now on
+    assert c.in_flight("10.0.0.5", 1.0) == 2
+    # a charge pjsua never reports stops counting after IN_FLIGHT_FOR
+    assert c.in_flight("10.0.0.5", 1.0 + IN_FLIGHT_FOR + 0.1) == 1
+    c.settled("10.0.0.5", "c")
+    assert c.in_flight("10.0.0.5", 1.0 + IN_FLIGHT_FOR + 0.1) == 0

@@ -385,3 +385,27 @@ def test_a_source_with_a_call_stuck_unacked_cannot_take_the_last_slot() -> None:
     c.settled(PBX, "stuck")  # its ACK came (or it ended)
     assert isinstance(decide(INVITE, three_busy, c, 10.0), Admit)  # "fresh" is not stale yet
     assert c.stale_unconfirmed(PBX, 10.0) == 0 and c.stale_unconfirmed(PBX, 11.0) == 1
+
+
+def test_a_burst_from_one_source_cannot_take_the_last_slot() -> None:
+    """Four INVITEs at once from a source that never ACKs took all 4 slots of the wheel: none
+    is 2 s old when the fourth arrives, but three are in flight (charged by the door, not yet
+    reported by pjsua, or answered without their ACK)."""
+    c = counters(max_unconfirmed=20)
+    door = replace(RUNTIME, receptionists=None, allow=None)
+    for n in range(3):
+        state = replace(door, calls=n)
+        request = replace(INVITE, call_id=f"burst-{n}")
+        assert isinstance(decide(request, state, c, 0.01 * n), Admit), n
+        c.charge(request.call_id, PBX, 0.01 * n)
+    assert c.in_flight(PBX, 0.03) == 3
+    fourth = decide(replace(INVITE, call_id="burst-3"), replace(door, calls=3), c, 0.03)
+    assert isinstance(fourth, Refuse) and fourth.kind is RefusalKind.RESERVED
+    other = replace(INVITE, call_id="elsewhere", source_host="10.0.0.6")
+    assert isinstance(decide(other, replace(door, calls=3), c, 0.03), Admit)
+    # one call in flight (a PBX starting a call while its last ACK is on its way) may take it
+    d = counters(max_unconfirmed=20)
+    d.answered(PBX, "one", now=0.0)
+    assert isinstance(decide(INVITE, replace(door, calls=3), d, 0.1), Admit)
+    d.charge("two", PBX, 0.1)  # a second one in flight: a burst
+    assert isinstance(decide(INVITE, replace(door, calls=3), d, 0.1), Refuse)

@@ -20,6 +20,7 @@ from engine.telephony.base import (
     DtmfDigit,
     IncomingCall,
     PlaybackFinished,
+    StrayAck,
     TransferStatus,
 )
 from tests.flow_harness import menu, receptionist
@@ -441,3 +442,29 @@ def test_a_call_confirmed_without_media_is_ended_at_once(tmp_path: Path) -> None
     record = runtime.records.recent[-1]
     assert record["outcome"] == "hung_up_by_server"
     assert record["reason"] == "the ACK carried no SDP answer: no audio to play"
+
+
+def test_a_stray_ack_from_the_calls_source_ends_an_unconfirmed_call(tmp_path: Path) -> None:
+    """An ACK without a To tag for a call still waiting for its ACK (the door reports it):
+    from another source, or for a confirmed call, nothing happens; from the source, hang up."""
+
+    async def run() -> tuple[Runtime, FakeTelephony]:
+        runtime, tel = make_runtime(tmp_path)
+        runtime.on_event(incoming("stray"))
+        runtime.on_event(incoming("fine", source_host="127.0.0.2"))
+        runtime.on_event(CallConfirmed(call_id="fine"))
+        runtime.on_event(StrayAck(call_id="stray", source_host="192.0.2.66"))
+        runtime.on_event(StrayAck(call_id="stray", source_host=None))
+        runtime.on_event(StrayAck(call_id="fine", source_host="127.0.0.2"))
+        assert tel.named("hangup") == []
+        runtime.on_event(StrayAck(call_id="stray", source_host="127.0.0.1"))
+        assert tel.named("hangup") == [("hangup", "stray")]
+        runtime.on_event(
+            CallDisconnected(call_id="stray", sip_code=200, reason="", by_remote=False)
+        )
+        return runtime, tel
+
+    runtime, _ = asyncio.run(run())
+    record = runtime.records.recent[-1]
+    assert record["outcome"] == "hung_up_by_server"
+    assert record["reason"].startswith("its ACK had no To tag"), record

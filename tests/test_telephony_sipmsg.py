@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.telephony.sipmsg import (
+    header_tag,
     message_body,
     parse_host_port,
     parse_info_dtmf,
@@ -134,3 +135,21 @@ def test_message_body() -> None:
     msg = "INVITE sip:800@h SIP/2.0\r\nContent-Type: Application/SDP; x=1\r\n\r\nv=0\r\n"
     assert message_body(msg) == ("application/sdp", "v=0\r\n")
     assert message_body("OPTIONS sip:h SIP/2.0\r\n") == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("value", "tag"),
+    [
+        ("<sip:800@192.0.2.5>;tag=abc", "abc"),
+        ('"Front; desk" <sip:800@192.0.2.5;tag=not-this>;TAG=x1', "x1"),
+        ("<sip:800@192.0.2.5>", None),
+        ("<sip:800@192.0.2.5;tag=uri-param>", None),  # a URI parameter is not the header's
+        ("sip:800@192.0.2.5;tag=t9 ", "t9"),
+        ("sip:800@192.0.2.5", None),
+        ("<sip:800@192.0.2.5>;tag=", None),
+        ("<sip:800@192.0.2.5>;x=1;tag=k", "k"),
+        ("", None),
+    ],
+)
+def test_header_tag(value: str, tag: str | None) -> None:
+    assert header_tag(value) == tag

@@ -19,6 +19,7 @@ RATE_LIMITED = "rate limit"
 UNACKNOWLEDGED = "unacknowledged calls"
 CHARGED_MEMORY = 4096  # Call-IDs the door charged, not yet reported by pjsua
 STALE_AFTER = 2.0  # seconds an answered call may wait for its ACK before it counts as stale
+IN_FLIGHT_FOR = 5.0  # seconds a charged INVITE counts as in flight before pjsua reports it
 
 
 @dataclass
@@ -62,7 +63,8 @@ class AdmissionCounters:
         self._pace = pace
         self._unconfirmed: Counter[str] = Counter()
         self._answered_at: dict[str, dict[str, float]] = {}  # source → call → when answered
-        self._charged: OrderedDict[str, None] = OrderedDict()
+        # Call-ID → (source or None, when charged)
+        self._charged: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
 
     # --- asked by `decide` ------------------------------------------------------------------
 
@@ -98,15 +100,17 @@ class AdmissionCounters:
 
     # --- the door's charged INVITEs ---------------------------------------------------------
 
-    def charge(self, call_id: str) -> None:
-        """The door let the INVITE of `call_id` through after spending its rate token.
+    def charge(self, call_id: str, source: str | None = None, now: float = 0.0) -> None:
+        """The door let the INVITE of `call_id` (from `source`, at `now`) through after
+        spending its rate token.
 
         pjsua reports an INVITE later, from a copy of its rx data, so the runtime looks it up
-        by Call-ID (the last `CHARGED_MEMORY`: pjsua may refuse one without reporting it)."""
+        by Call-ID (the last `CHARGED_MEMORY`: pjsua may refuse one without reporting it).
+        Until then it is in flight for `in_flight`."""
         if not call_id:
             return
         with self._lock:
-            self._charged[call_id] = None
+            self._charged[call_id] = (source, now)
             while len(self._charged) > CHARGED_MEMORY:
                 self._charged.popitem(last=False)
 
@@ -118,6 +122,18 @@ class AdmissionCounters:
             except KeyError:
                 return False
             return True
+
+    def in_flight(self, source: str, now: float) -> int:
+        """New calls from `source` not confirmed yet: INVITEs the door let through in the last
+        `IN_FLIGHT_FOR` s that pjsua has not reported, and answered calls without their ACK.
+        A burst of INVITEs arrives faster than the runtime answers them, so both count."""
+        with self._lock:
+            charged = sum(
+                1
+                for who, at in reversed(self._charged.values())
+                if who == source and at > now - IN_FLIGHT_FOR
+            )
+            return charged + self._unconfirmed[source]
 
     # --- the runtime's answered calls -------------------------------------------------------
 

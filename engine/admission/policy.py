@@ -96,6 +96,11 @@ def _sipvicious_tag(from_header: str) -> bool:
     return bool(sep) and 6 <= len(tail) <= 10 and tail.isdigit() and printable
 
 
+# A source with this many new calls not yet confirmed (a burst: a PBX has one in flight at a
+# time unless it starts calls within its ACK's round trip) cannot take the reserved slots.
+BURST_IN_FLIGHT = 2
+
+
 def reserved_slots(capacity: int) -> int:
     """Call slots kept for sources without stale unacknowledged calls: one in ten, at least
     one (none for a single slot), so that a silent source cannot take every slot."""
@@ -278,7 +283,10 @@ def _route(
         and counters is not None
         and request.source_host is not None
         and server.capacity - server.calls <= reserved_slots(server.capacity)
-        and counters.stale_unconfirmed(request.source_host, now) > 0
+        and (
+            counters.stale_unconfirmed(request.source_host, now) > 0
+            or counters.in_flight(request.source_host, now) >= BURST_IN_FLIGHT
+        )
     ):
         return Refuse(
             kind=RefusalKind.RESERVED,
@@ -286,7 +294,8 @@ def _route(
             reason="Service Unavailable (call limit reached)",
             detail=(
                 "the last free call slots are kept for sources whose answered calls were "
-                "ACKed; this source has calls waiting for their ACK"
+                "ACKed; this source has a call waiting for its ACK for 2 s or more, or "
+                f"{BURST_IN_FLIGHT} or more new calls not confirmed yet"
             ),
             retry_after=RETRY_AFTER,
         )

@@ -52,6 +52,16 @@ class CallConfirmed:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StrayAck:
+    """An ACK with this call's SIP Call-ID but no To tag came from `source_host` (None when
+    unread): it matches no dialog, so if the call is still waiting for its ACK it can never
+    be confirmed (PROTOS c07-sip's teardown ACKs are such)."""
+
+    call_id: CallId
+    source_host: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class DtmfDigit:
     """One key press, reported exactly once whatever the transport."""
 
@@ -91,7 +101,13 @@ class CallDisconnected:
 
 
 TelephonyEvent = (
-    IncomingCall | CallConfirmed | DtmfDigit | PlaybackFinished | TransferStatus | CallDisconnected
+    IncomingCall
+    | CallConfirmed
+    | StrayAck
+    | DtmfDigit
+    | PlaybackFinished
+    | TransferStatus
+    | CallDisconnected
 )
 EventSink = Callable[[TelephonyEvent], None]
 

@@ -60,6 +60,7 @@ from engine.telephony.base import (
     EventSink,
     IncomingCall,
     PlaybackFinished,
+    StrayAck,
     TelephonyEvent,
     TransferStatus,
 )
@@ -82,7 +83,13 @@ from engine.telephony.pjsip.build import (
     pick_free_port,
 )
 from engine.telephony.pjsip.door import Door
-from engine.telephony.pjsip.symbols import bind_door_symbols, pjsua_lib, respond_in_dialog
+from engine.telephony.pjsip.symbols import (
+    bind_door_symbols,
+    pjsua_lib,
+    respond_in_dialog,
+    terminate_session,
+    transaction_dialog,
+)
 from engine.telephony.playback import Playback
 from engine.telephony.shims import (
     Account,
@@ -106,6 +113,7 @@ __all__ = ["RECONCILE_INTERVAL", "PjsuaTelephony", "SipSettings"]
 log = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL = 2.0  # seconds between sweeps for calls that ended unreported
+UNCONFIRMED_END_CODE = 408  # the disconnect code of a call ended before its ACK came
 
 
 @dataclass(eq=False)
@@ -124,6 +132,8 @@ class _CallState:
     player: Any = None  # shims.Player while a file of `playback` plays
     dtmf: DtmfFilter = field(default_factory=DtmfFilter)
     created: float = field(default_factory=time.monotonic)
+    sip_call_id: str = ""
+    dialog: int | None = None  # the pjsip dialog (address; alive until the call disconnects)
 
 
 class PjsuaTelephony:
@@ -382,6 +392,7 @@ class PjsuaTelephony:
             self._admission,
             limit_text=limit_text,
             ipv6=":" in self.settings.host,
+            on_stray_ack=self._on_stray_ack,
         )
         try:
             door.register()
@@ -491,6 +502,7 @@ class PjsuaTelephony:
         rdata = prm.rdata
         whole = str(rdata.wholeMsg)
         info = parse_invite(whole)
+        self._calls[key].sip_call_id = info.call_id
         host, port = parse_host_port(str(rdata.srcAddress))
         log.debug("call %s: INVITE from %s:%d", key, host, port)
         problem = None
@@ -515,6 +527,13 @@ class PjsuaTelephony:
                 contact=info.contact,
             )
         )
+
+    def _on_stray_ack(self, sip_call_id: str, source_host: str | None) -> None:
+        """The door consumed an ACK without a To tag (pjsua thread): tell the runtime which
+        call it names, if one that is not confirmed yet."""
+        for st in self._calls.values():
+            if st.sip_call_id == sip_call_id and not st.confirmed and not st.disconnected:
+                self._emit(StrayAck(call_id=st.key, source_host=source_host))
 
     def on_call_rx_offer(self, key: CallId, prm: Any) -> None:
         """A re-INVITE or UPDATE offers new media: refuse it (488) when pjmedia could not
@@ -653,6 +672,10 @@ class PjsuaTelephony:
         if int(event.type) != pj.PJSIP_EVENT_TSX_STATE:
             return
         tsx = event.body.tsxState.tsx
+        st = self._calls.get(key)
+        if st is not None and st.dialog is None and not st.disconnected:
+            # the call's dialog, for ending it before its ACK (`_end_unconfirmed`)
+            st.dialog = transaction_dialog(self._lib, tsx)
         if (
             int(tsx.role) != pj.PJSIP_ROLE_UAS
             or str(tsx.method).upper() != "INFO"
@@ -735,10 +758,24 @@ class PjsuaTelephony:
         if st is None:
             return
         st.ended_by_us = True
+        if not st.confirmed and self._end_unconfirmed(st):
+            return
         try:
             st.call.hangup(pj.CallOpParam(True))
         except pj.Error as exc:
             log.warning("call %s: hangup failed: %s", key, error_text(exc))
+
+    def _end_unconfirmed(self, st: _CallState) -> bool:
+        """End an answered call whose ACK never came, at once and without a BYE; whether it
+        ended. pjsua's hangup would send the BYE only once the 2xx retransmissions end, then
+        retransmit it to the silent peer for another 32 s, keeping the call slot all that
+        time (measured on the wheel: slots busy for 65 s after four un-ACKed INVITEs)."""
+        if self._lib is None or st.dialog is None:
+            return False
+        status = terminate_session(self._lib, st.dialog, UNCONFIRMED_END_CODE)
+        if status != 0:
+            log.debug("call %s: could not end the un-ACKed session: pj_status %d", st.key, status)
+        return st.disconnected
 
     def _do_transfer(self, key: CallId, refer_to: str) -> None:
         st = self._live(key, "transfer")

@@ -100,6 +100,21 @@ def parse_name_addr(value: str) -> tuple[str, str]:
     return "", value.split(";", 1)[0].strip()
 
 
+def header_tag(value: str) -> str | None:
+    """The `tag` parameter of a From/To value (`<sip:a@b>;tag=x` or `sip:a@b;tag=x`), or None
+    when it has none (a request out of any dialog)."""
+    value = value.strip()
+    if "<" in value:
+        params = value[value.rfind(">") + 1 :] if ">" in value else ""
+    else:
+        params = value.split(";", 1)[1] if ";" in value else ""
+    for param in params.split(";"):
+        name, _, tag = param.partition("=")
+        if name.strip().lower() == "tag" and tag.strip():
+            return tag.strip()
+    return None
+
+
 def via_transport(via: str) -> Transport:
     """Transport of the top Via (`SIP/2.0/UDP host…`)."""
     m = re.match(r"\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)", via)

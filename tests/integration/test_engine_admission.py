@@ -131,6 +131,53 @@ def test_a_delayed_offer_without_an_answer_is_ended_at_once(world: tuple[Procs, 
     engine.wait_idle()
 
 
+def test_an_ack_without_a_to_tag_ends_the_call_at_once(world: tuple[Procs, Engine]) -> None:
+    """Issue 13, item 1: PROTOS c07-sip's teardown ACKs carry no To tag, so they match no
+        dialog and the answered call waited for timer H (32 s) in its slot. Such an ACK with the
+        call's Call-ID, from the call's source, ends it now (pjsip sends the BYE only once timer H
+    has passed: RFC 3261 lets a UAS send none before the ACK). One from elsewhere does not.
+    Before the door consumed such ACKs, the first one aborted the engine: pjsua's merged-request
+    check answered it, and pjsip asserts that no ACK is answered."""
+    _, engine = world
+    engine.wait_idle()
+    rng = random.Random(5)
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other,
+    ):
+        sock.bind(("127.0.0.9", 0))
+        other.bind(("127.0.0.10", 0))
+        target = Target("127.0.0.1", engine.sip_port, "127.0.0.9", sock.getsockname()[1])
+        elsewhere = Target("127.0.0.1", engine.sip_port, "127.0.0.10", other.getsockname()[1])
+        common = {"user": "800", "call_id": "tagless-ack@probe", "from_tag": "ta1"}
+        invite = request(
+            rng,
+            target,
+            "INVITE",
+            body=sdp(rng, "127.0.0.9"),
+            extra=["X-Session-ID: adm-ack"],
+            **common,
+        )
+        sock.sendto(invite, (target.host, target.port))
+        sock.settimeout(5)
+        final = b""
+        while not final.startswith(b"SIP/2.0 200"):
+            final = sock.recv(65536)
+        # from another source first: ignored, the call stays
+        other.sendto(request(rng, elsewhere, "ACK", **common), (target.host, target.port))
+        time.sleep(1.0)
+        assert engine.status()["active_calls"] == 1
+        sock.sendto(request(rng, target, "ACK", **common), (target.host, target.port))
+        started = time.monotonic()
+        engine.wait_idle(timeout=5)  # the slot is free now, not at timer H
+        waited = time.monotonic() - started
+    assert waited < 5, waited
+    record = engine.record("adm-ack", timeout=15)
+    assert record["outcome"] == "hung_up_by_server"
+    assert "no To tag" in record["reason"], record
+    engine.wait_idle()
+
+
 @pytest.fixture(scope="module")
 def wheel_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Procs, Engine]]:
     config = {"server": {"name": "vr-reserve", "shutdown_grace": 1}, "ivrs": CONFIG["ivrs"]}
@@ -144,8 +191,9 @@ def test_a_silent_source_cannot_take_the_last_call_slot(
 ) -> None:
     """Issue 13, item 1: four INVITEs from one source that never ACKs took all 4 slots of the
     PyPI wheel, and every other caller got 503 for 65 s. Now the last free slot is kept for
-    sources whose calls were ACKed: the silent source's 4th INVITE gets 503, a caller gets
-    the slot."""
+    sources whose calls were ACKed: the silent source's 4th INVITE, sent as soon as the 3rd
+    is answered, gets 503; a caller gets the slot. At timer H the silent calls end at once,
+    without a BYE waiting 32 s more for the silent peer: then every slot takes a call."""
     procs, engine = wheel_engine
     capacity = engine.status()["capacity"]
     rng = random.Random(21)
@@ -166,8 +214,7 @@ def test_a_silent_source_cannot_take_the_last_call_slot(
 
         answered = [invite(n) for n in range(capacity - 1)]  # never ACKed
         assert answered == [200] * (capacity - 1)
-        time.sleep(2.5)  # a PBX ACKs within milliseconds: these are stuck
-        assert invite(capacity) == 503
+        assert invite(capacity) == 503  # a burst: three calls of this source in flight
         caller = dial(
             procs,
             engine,
@@ -182,3 +229,21 @@ def test_a_silent_source_cannot_take_the_last_call_slot(
         assert summary["answered"] is True and summary["invite_status"] == 200, summary
     log = engine.proc.stderr_text()
     assert "1 INVITEs with 503 for the last free call slots, kept for sources" in log, log[-3000:]
+    engine.wait_idle(timeout=40)  # timer H: 32 s after the answers
+    callers = [
+        dial(
+            procs,
+            engine,
+            "800",
+            "--hangup-after",
+            "2",
+            name=f"after-h-{n}",
+            session=f"adm-after-h-{n}",
+            from_user=f"102{n}",
+        )
+        for n in range(capacity)
+    ]
+    codes = [summary_of(caller)["invite_status"] for caller in callers]
+    assert codes == [200] * capacity, codes  # every call slot of the SIP stack is free again
+    record = engine.record("adm-after-silent")
+    assert record["outcome"] == "hung_up_by_caller"

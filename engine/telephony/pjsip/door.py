@@ -10,6 +10,7 @@ text (User-Agent, Call-ID), the source address, the SDP offer as pjsip parsed it
 counts — asks `engine.admission.decide`, and carries the refusal out statelessly: nothing for
 a silent one, else the code and reason phrase (with `Retry-After` when the refusal has one).
 What it cannot read, the runtime applies after pjsua (the same decision, with every fact).
+An ACK that matched no dialog is consumed here, never passed on (see `_on_rx_request`).
 
 Created, registered, called and unregistered on the pjsua thread only; `on_rx_request` never
 raises (any error → PJ_FALSE: pjsua decides). Refusals are summed up in one warning at most
@@ -22,6 +23,7 @@ import ctypes
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from engine.admission import (
@@ -42,7 +44,7 @@ from engine.telephony.pjsip.symbols import (
     PjStr,
     RxRequestFn,
 )
-from engine.telephony.sipmsg import sdp_problem, split_headers
+from engine.telephony.sipmsg import header_tag, sdp_problem, split_headers
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,11 @@ class Door:
         *,
         limit_text: str,
         ipv6: bool,
+        on_stray_ack: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self._lib = lib
+        self._on_stray_ack = on_stray_ack  # (SIP Call-ID, source host), on the pjsua thread
+        self.stray_acks = 0  # ACKs matching no dialog, consumed here
         self._counters = counters
         self._limit_text = limit_text
         self._ipv6 = ipv6  # the media family of the server (for `sdp_problem`)
@@ -149,7 +154,18 @@ class Door:
             info = lib.pjsip_rx_data_get_info(rdata)  # "Request msg INVITE/cseq=1 (rdata…)"
             if not info:
                 return 0
-            request, located = self._facts(rdata, info)
+            request, located, tagless = self._facts(rdata, info)
+            if request.method == "ACK":
+                # An ACK that reached us matched no dialog and no transaction: it is never
+                # answered, and it must not reach pjsua, whose merged-request check answers a
+                # To-tag-less one and aborts the process (pjsip asserts that no response is
+                # created for an ACK). Tag-less with a call's Call-ID: that call can never be
+                # confirmed (PROTOS c07-sip's teardown ACKs): the runtime is told.
+                self.stray_acks += 1
+                if tagless and request.call_id and self._on_stray_ack is not None:
+                    self._on_stray_ack(request.call_id, request.source_host)
+                return 1
+            now = time.monotonic()
             decision = decide(
                 request,
                 ServerState(
@@ -159,11 +175,11 @@ class Door:
                     pace=True,  # the counters have one only where the build needs it
                 ),
                 self._counters,
-                time.monotonic(),
+                now,
             )
             if isinstance(decision, Admit):
                 if located and request.method == "INVITE":
-                    self._counters.charge(request.call_id)
+                    self._counters.charge(request.call_id, request.source_host, now)
                 return 0
             if not decision.silent:
                 text = decision.reason.encode()
@@ -181,12 +197,14 @@ class Door:
             clear_last_exception()
             return 0
 
-    def _facts(self, rdata: int, info: int) -> tuple[NewRequest, bool]:
-        """What the door can read of a request, and whether its source address was read (then
-        the per-source limits apply here, and an admitted INVITE is charged for them)."""
+    def _facts(self, rdata: int, info: int) -> tuple[NewRequest, bool, bool]:
+        """What the door can read of a request, whether its source address was read (then
+        the per-source limits apply here, and an admitted INVITE is charged for them), and
+        whether its To header was read and has no tag."""
         words = ctypes.string_at(info).split(b" ", 3)  # Request msg INVITE/cseq=1 (rdata…)
         method = words[2].split(b"/", 1)[0].decode("ascii", "replace") if len(words) > 2 else ""
         raw = self._raw.raw(rdata, info)
+        tagless = False
         if raw is None:
             user_agent = call_id = from_header = contact = None
         else:
@@ -195,7 +213,11 @@ class Door:
             call_id = headers.get("call-id", [""])[0]
             from_header = headers.get("from", [""])[0]
             contact = ", ".join(headers.get("contact", []))
-        source = self._raw.source(rdata) if raw is not None and method == "INVITE" else None
+            to = headers.get("to", [])
+            tagless = bool(to) and header_tag(to[0]) is None
+        source = (
+            self._raw.source(rdata) if raw is not None and method in ("INVITE", "ACK") else None
+        )
         offer = self._offer_refusal(rdata) if method == "INVITE" else None
         request = NewRequest(
             method=method,
@@ -206,7 +228,8 @@ class Door:
             source_host=source,
             offer=offer,
         )
-        return request, source is not None
+        located = source is not None and method == "INVITE"
+        return request, located, tagless
 
     def _offer_refusal(self, rdata: int) -> tuple[int, str] | None:
         """(400, why) when the INVITE's SDP does not parse, (488, why) when pjmedia could not

@@ -2,8 +2,9 @@
 `_pjsua2` module, and the structure layouts the door hands to pjsip.
 
 `pjsua_lib()` declares what the adapter always uses (log level, call counts, answering an
-in-dialog request); `bind_door_symbols()` what the door needs (module registration, SDP
-info, stateless answers), False when the build does not export one of them.
+in-dialog request, ending an un-ACKed call's session); `bind_door_symbols()` what the door
+needs (module registration, SDP info, stateless answers), False when the build does not
+export one of them.
 """
 
 from __future__ import annotations
@@ -104,6 +105,18 @@ def pjsua_lib() -> ctypes.CDLL | None:
         lib.pjsip_dlg_respond.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
         lib.pjsip_dlg_respond.argtypes += [ctypes.c_void_p] * 3
         lib.pjsip_dlg_respond.restype = ctypes.c_int
+        # ending a call that never got its ACK without waiting for its BYE to time out
+        lib.pjsip_dlg_inc_lock.argtypes = [ctypes.c_void_p]
+        lib.pjsip_dlg_inc_lock.restype = None
+        lib.pjsip_dlg_dec_lock.argtypes = [ctypes.c_void_p]
+        lib.pjsip_dlg_dec_lock.restype = None
+        lib.pjsip_tsx_get_dlg.argtypes = [ctypes.c_void_p]
+        lib.pjsip_tsx_get_dlg.restype = ctypes.c_void_p
+        lib.pjsip_dlg_get_inv_session.argtypes = [ctypes.c_void_p]
+        lib.pjsip_dlg_get_inv_session.restype = ctypes.c_void_p
+        # pjsip_inv_terminate(inv, st_code, notify)
+        lib.pjsip_inv_terminate.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        lib.pjsip_inv_terminate.restype = ctypes.c_int
         return lib
     except (OSError, AttributeError):
         return None
@@ -142,6 +155,33 @@ def bind_door_symbols(lib: ctypes.CDLL) -> bool:
         return True
     except AttributeError:
         return False
+
+
+def transaction_dialog(lib: ctypes.CDLL | None, tsx: Any) -> int | None:
+    """The pjsip dialog (address) of a transaction (a `pj.SipTransaction`), or None."""
+    ptr = getattr(tsx, "pjTransaction", None)
+    if lib is None or ptr is None:
+        return None
+    try:
+        dlg = lib.pjsip_tsx_get_dlg(ctypes.c_void_p(int(ptr)))
+    except (TypeError, ValueError, AttributeError, OSError):
+        return None
+    return int(dlg) if dlg else None
+
+
+def terminate_session(lib: ctypes.CDLL, dialog: int, code: int) -> int:
+    """End the INVITE session of `dialog` at once, sending nothing more (pjsip_inv_terminate,
+    with pjsua told as for any disconnect). pjsua thread only; the dialog must be alive (its
+    call not disconnected). The pj_status, or -1 when the dialog has no session."""
+    dlg = ctypes.c_void_p(dialog)
+    lib.pjsip_dlg_inc_lock(dlg)
+    try:
+        inv = lib.pjsip_dlg_get_inv_session(dlg)
+        if not inv:
+            return -1
+        return int(lib.pjsip_inv_terminate(inv, code, 1))
+    finally:
+        lib.pjsip_dlg_dec_lock(dlg)
 
 
 def respond_in_dialog(lib: ctypes.CDLL | None, rdata: Any, code: int) -> None:
