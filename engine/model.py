@@ -498,11 +498,19 @@ class SipRateLimit(Strict):
     """New INVITEs accepted per source address: `invites_per_second` on average, bursts of
     up to `burst`. Beyond it the INVITE gets 503. 0 turns the limit off. Also at most
     `max_unconfirmed` answered calls per source still waiting for their ACK (a PBX ACKs
-    within milliseconds; a flood never does): more INVITEs from that source get 503."""
+    within milliseconds; a flood never does): more INVITEs from that source get 503.
+
+    Extension probing: a source that calls more than `unknown_per_minute` extensions that do
+    not exist (bursts of as many) gets `404` for every INVITE for `unknown_block` seconds,
+    existing extensions included, so that it cannot tell them apart. 0 turns it off; sources
+    in `sip_allow` (when that list is set) and sources that ACKed a call in the last day (a
+    forged address cannot) are never blocked."""
 
     invites_per_second: float = Field(default=100, ge=0)
     burst: int = Field(default=200, ge=1)
     max_unconfirmed: int = Field(default=20, ge=1)
+    unknown_per_minute: int = Field(default=10, ge=0)
+    unknown_block: int = Field(default=600, ge=1, le=86400)
 
 
 class ServerSettings(Strict):

@@ -214,6 +214,7 @@ class Runtime:
         match event:
             case CallConfirmed(media=False):
                 self._confirmed(call)
+                self.admission.acked(call.incoming.source_host, time.monotonic())
                 self._end_on_our_own(call, "the ACK carried no SDP answer: no audio to play")
             case StrayAck():
                 if not call.confirmed and event.source_host == call.incoming.source_host:
@@ -224,6 +225,7 @@ class Runtime:
                     )
             case CallConfirmed():
                 self._confirmed(call)
+                self.admission.acked(call.incoming.source_host, time.monotonic())
                 call.sip.confirmed_at = self.clock().isoformat()
                 self._feed(call, CallAnswered(at=self.clock()))
             case DtmfDigit():

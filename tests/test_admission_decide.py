@@ -409,3 +409,60 @@ def test_a_burst_from_one_source_cannot_take_the_last_slot() -> None:
     assert isinstance(decide(INVITE, replace(door, calls=3), d, 0.1), Admit)
     d.charge("two", PBX, 0.1)  # a second one in flight: a burst
     assert isinstance(decide(INVITE, replace(door, calls=3), d, 0.1), Refuse)
+
+
+def test_a_source_probing_extensions_cannot_tell_them_apart() -> None:
+    """Issue 13, item 2: a scanner that mimics a phone told 200 from 404 at the rate limit's
+    pace. After `unknown_per_minute` misses (a burst of as many), one more blocks the source:
+    every INVITE from it gets the same 404, existing extensions included."""
+    c = counters(unknown_per_minute=3, unknown_block=600)
+    open_server = replace(RUNTIME, allow=None)
+    scanner = replace(INVITE, source_host="192.0.2.7")
+    kinds = [
+        decide(replace(scanner, request_user=f"{n:03d}"), open_server, c, 1.0)
+        for n in range(100, 105)
+    ]
+    assert [k.kind for k in kinds if isinstance(k, Refuse)] == [
+        RefusalKind.UNKNOWN_EXTENSION,
+        RefusalKind.UNKNOWN_EXTENSION,
+        RefusalKind.UNKNOWN_EXTENSION,
+        RefusalKind.PROBE_BLOCKED,
+        RefusalKind.PROBING,
+    ]
+    existing = decide(scanner, open_server, c, 2.0)  # 800 exists
+    assert isinstance(existing, Refuse) and existing.kind is RefusalKind.PROBING
+    unknown = kinds[0]
+    assert isinstance(unknown, Refuse)
+    assert (
+        (existing.sip_code, existing.reason)
+        == (unknown.sip_code, unknown.reason)
+        == (
+            404,
+            "Not Found",
+        )
+    )
+    assert log_level(kinds[3]) == "WARNING" and "600 s" in kinds[3].detail  # type: ignore[union-attr]
+    # other sources are not affected; the block ends
+    assert isinstance(decide(INVITE, open_server, c, 2.0), Admit)
+    assert isinstance(decide(scanner, open_server, c, 601.5), Admit)
+    # the door does not route: it never judges probing
+    door = replace(open_server, receptionists=None)
+    blocked = counters(unknown_per_minute=1)
+    for n in range(3):
+        decide(replace(scanner, request_user=f"9{n}9"), open_server, blocked, 1.0)
+    assert isinstance(decide(scanner, door, blocked, 1.5), Admit)
+    assert isinstance(decide(scanner, open_server, blocked, 1.5), Refuse)
+
+
+@pytest.mark.parametrize("case", ["allowed", "acked", "off"])
+def test_who_is_never_blocked_for_probing(case: str) -> None:
+    """Sources in `sip_allow`; sources that ACKed a call (a forged address cannot, so forged
+    INVITEs cannot block a PBX); everyone with `unknown_per_minute: 0`."""
+    c = counters(unknown_per_minute=0 if case == "off" else 1)
+    server = RUNTIME if case == "allowed" else replace(RUNTIME, allow=None)
+    if case == "acked":
+        c.acked(PBX, 0.0)
+    for n in range(20):
+        refused = decide(replace(INVITE, request_user=f"{n:03d}"), server, c, 1.0)
+        assert isinstance(refused, Refuse) and refused.kind is RefusalKind.UNKNOWN_EXTENSION
+    assert isinstance(decide(INVITE, server, c, 1.0), Admit)

@@ -20,6 +20,8 @@ UNACKNOWLEDGED = "unacknowledged calls"
 CHARGED_MEMORY = 4096  # Call-IDs the door charged, not yet reported by pjsua
 STALE_AFTER = 2.0  # seconds an answered call may wait for its ACK before it counts as stale
 IN_FLIGHT_FOR = 5.0  # seconds a charged INVITE counts as in flight before pjsua reports it
+MAX_SOURCES = 10_000  # sources remembered as blocked or proven (least recent forgotten first)
+PROVEN_FOR = 86400.0  # seconds a source that ACKed a call is exempt from the probing block
 
 
 @dataclass
@@ -61,6 +63,13 @@ class AdmissionCounters:
             else None
         )
         self._pace = pace
+        self._misses = (
+            RateLimiter(rate=limit.unknown_per_minute / 60.0, burst=limit.unknown_per_minute)
+            if limit is not None and limit.unknown_per_minute > 0
+            else None
+        )
+        self._blocked: OrderedDict[str, float] = OrderedDict()  # source → blocked until
+        self._proven: OrderedDict[str, float] = OrderedDict()  # source → when it last ACKed
         self._unconfirmed: Counter[str] = Counter()
         self._answered_at: dict[str, dict[str, float]] = {}  # source → call → when answered
         # Call-ID → (source or None, when charged)
@@ -81,6 +90,45 @@ class AdmissionCounters:
             if self._unconfirmed[source] >= self.limit.max_unconfirmed:
                 return UNACKNOWLEDGED
             return None
+
+    def probing(self, source: str, now: float) -> bool:
+        """Whether `source` is blocked for probing extensions (see `missed`)."""
+        with self._lock:
+            until = self._blocked.get(source)
+            if until is None:
+                return False
+            if until <= now:
+                del self._blocked[source]
+                return False
+            return True
+
+    def acked(self, source: str, now: float) -> None:
+        """A call from `source` got its ACK: the source has a two-way path to us (a forged
+        source address cannot ACK: the 200 OK went elsewhere), so it is never blocked for
+        probing — else 11 forged INVITEs could block a PBX's calls — for `PROVEN_FOR` s."""
+        with self._lock:
+            self._proven.pop(source, None)
+            self._proven[source] = now
+            while len(self._proven) > MAX_SOURCES:
+                self._proven.popitem(last=False)
+
+    def missed(self, source: str, now: float) -> bool:
+        """`source` called an extension that does not exist. True when that was one too many
+        (`unknown_per_minute`): the source is blocked from now for `unknown_block` s. A
+        source that ACKed a call in the last `PROVEN_FOR` s is never blocked."""
+        if self._misses is None or self.limit is None:
+            return False
+        with self._lock:
+            proven = self._proven.get(source)
+            if proven is not None and proven > now - PROVEN_FOR:
+                return False
+            if self._misses.allow(source, now):
+                return False
+            self._blocked.pop(source, None)
+            self._blocked[source] = now + self.limit.unknown_block
+            while len(self._blocked) > MAX_SOURCES:
+                self._blocked.popitem(last=False)
+            return True
 
     def set_pace(self, pace: RateLimiter | None) -> None:
         """The pace of new calls the SIP stack's build survives (set when it starts)."""

@@ -17,7 +17,8 @@ Order (the first rule that refuses decides):
     not in `sip_allow`      403
     draining                503         shutting down
     server disabled         503         the receptionist server's `enabled` is false
-    unknown extension       404
+    probing (blocked)       404         a source that called too many unknown extensions
+    unknown extension       404         (one too many blocks the source: `sip_rate_limit`)
     receptionist disabled   503
     every call slot busy    503 + Retry-After
     the last free slots     503 + Retry-After  kept for sources without calls stuck unACKed
@@ -150,6 +151,8 @@ class RefusalKind(StrEnum):
     DRAINING = "draining"
     SERVER_DISABLED = "server_disabled"
     UNKNOWN_EXTENSION = "unknown_extension"
+    PROBE_BLOCKED = "probe_blocked"  # the miss that blocks a source probing extensions
+    PROBING = "probing"  # an INVITE of a blocked source: 404 whatever it calls
     DISABLED = "receptionist_disabled"
     FULL = "full"
     RESERVED = "reserved"
@@ -261,8 +264,33 @@ def _route(
         )
     receptionist = None
     if server.receptionists is not None and request.request_user is not None:
+        # Probing is judged where routing is (the runtime), so that a blocked source's 404
+        # for an existing extension is sent the way every 404 is (after pjsua's 100 Trying).
+        # Sources in `sip_allow` (when set) are trusted.
+        prober = request.source_host
+        if server.allow and prober is not None and source_allowed(prober, server.allow):
+            prober = None
+        if counters is not None and prober is not None and counters.probing(prober, now):
+            return Refuse(
+                kind=RefusalKind.PROBING,
+                sip_code=404,
+                reason="Not Found",
+                detail="the source is blocked for probing extensions (sip_rate_limit)",
+            )
         receptionist = server.receptionists.get(request.request_user)
         if receptionist is None:
+            if counters is not None and prober is not None and counters.missed(prober, now):
+                block = counters.limit.unknown_block if counters.limit else 0
+                return Refuse(
+                    kind=RefusalKind.PROBE_BLOCKED,
+                    sip_code=404,
+                    reason="Not Found",
+                    detail=(
+                        "the source called more extensions that do not exist than "
+                        "sip_rate_limit.unknown_per_minute allows: every INVITE from it "
+                        f"gets 404 for {block} s, existing extensions included"
+                    ),
+                )
             return Refuse(kind=RefusalKind.UNKNOWN_EXTENSION, sip_code=404, reason="Not Found")
         if not receptionist.enabled:
             return Refuse(
@@ -319,6 +347,8 @@ _LOG_LEVELS = {
     RefusalKind.BAD_OFFER: "INFO",
     RefusalKind.NOT_ALLOWED: "INFO",
     RefusalKind.UNKNOWN_EXTENSION: "INFO",
+    RefusalKind.PROBE_BLOCKED: "WARNING",
+    RefusalKind.PROBING: "DEBUG",
     RefusalKind.DRAINING: "WARNING",
     RefusalKind.SERVER_DISABLED: "INFO",
     RefusalKind.DISABLED: "WARNING",

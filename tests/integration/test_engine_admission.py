@@ -178,6 +178,60 @@ def test_an_ack_without_a_to_tag_ends_the_call_at_once(world: tuple[Procs, Engin
     engine.wait_idle()
 
 
+def test_a_source_probing_extensions_gets_404_for_every_one(world: tuple[Procs, Engine]) -> None:
+    """Issue 13, item 2: a scanner that mimics a phone (no fingerprint) could tell existing
+    from missing extensions at the rate limit's pace. After 10 missing ones (the default
+    `unknown_per_minute`) the 11th blocks its source: 800, which exists, then gets the very
+    same 404 as the rest; other callers are not affected."""
+    procs, engine = world
+    engine.wait_idle()
+    rng = random.Random(8)
+    answers: dict[str, str] = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.20", 0))
+        target = Target("127.0.0.1", engine.sip_port, "127.0.0.20", sock.getsockname()[1])
+        sock.settimeout(5)
+        for number in [*range(780, 800), 800, 801]:
+            time.sleep(0.15)  # below the wheel's pace of new calls (10 a second)
+            call_id = f"probe-{number}@scan"
+            sock.sendto(
+                request(
+                    rng,
+                    target,
+                    "INVITE",
+                    user=str(number),
+                    call_id=call_id,
+                    body=sdp(rng, "127.0.0.20"),
+                    user_agent="Yealink SIP-T46S 66.86.0.15",
+                    from_user="201",
+                ),
+                (target.host, target.port),
+            )
+            while str(number) not in answers:
+                answer = sock.recv(65536).decode()
+                first = answer.split("\r\n", 1)[0]
+                if call_id in answer and not first.startswith("SIP/2.0 1"):
+                    answers[str(number)] = first
+                    ack = request(rng, target, "ACK", user=str(number), call_id=call_id)
+                    sock.sendto(ack, (target.host, target.port))  # for a final non-2xx
+    assert set(answers.values()) == {"SIP/2.0 404 Not Found"}, answers
+    lines = [ln for ln in engine.proc.stderr_text().splitlines() if "127.0.0.20" in ln]
+    blocked = [ln for ln in lines if "WARNING" in ln and "unknown_per_minute" in ln]
+    assert len(blocked) == 1 and "for 790 " in blocked[0], lines
+    # another caller reaches 800
+    caller = dial(
+        procs,
+        engine,
+        "800",
+        "--hangup-after",
+        "1",
+        name="after-probe",
+        session="adm-ok",
+        from_user="1011",
+    )
+    assert summary_of(caller)["invite_status"] == 200
+
+
 @pytest.fixture(scope="module")
 def wheel_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Procs, Engine]]:
     config = {"server": {"name": "vr-reserve", "shutdown_grace": 1}, "ivrs": CONFIG["ivrs"]}
