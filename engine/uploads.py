@@ -249,9 +249,11 @@ class Uploads:
         mtime = part.stat().st_mtime if part.exists() else 0.0
         return max(session.touched_at, mtime)
 
-    def next_expiry(self) -> float | None:
-        """In how many seconds the first open session expires if it stays idle (sync)."""
-        times = [t for i in self.store.upload_ids() if (t := self._last_activity(i)) is not None]
+    def next_expiry(self, owner: str | None = None) -> float | None:
+        """In how many seconds the first open session (of `owner`) expires if it stays idle
+        (sync)."""
+        ids = self.store.upload_ids(owner=owner)
+        times = [t for i in ids if (t := self._last_activity(i)) is not None]
         if not times:
             return None
         return max(0.0, min(times) + self.limits.session_ttl - self.clock())
@@ -297,7 +299,11 @@ class Uploads:
         size = path.stat().st_size if path.exists() else 0
         return UploadState(session.id, session.token, session.filename, size)
 
-    async def start(self, filename: str | None, temporary: bool = False) -> UploadState:
+    async def start(
+        self, filename: str | None, temporary: bool = False, owner: str = ""
+    ) -> UploadState:
+        """A new upload session for `owner` (the fingerprint of the API token that asks: the
+        limit of open sessions counts per token)."""
         await self.store.run(self.expire)
         upload_id = str(uuid.uuid4())
         token = secrets.token_urlsafe(24)
@@ -311,10 +317,11 @@ class Uploads:
                 temporary,
                 self.clock(),
                 self.limits.max_sessions,
+                owner,
             )
         except Conflict as full:
             self.part_path(upload_id).unlink(missing_ok=True)
-            wait = await self.store.run(self.next_expiry)
+            wait = await self.store.run(self.next_expiry, owner)
             if wait is None:
                 raise
             when = (

@@ -126,6 +126,7 @@ def make_api(
     *,
     server: ServerSettings | None = None,
     limits: UploadLimits | None = None,
+    token: str = TOKEN,
 ) -> Api:
     store = Store.open(data_dir)
     runtime = make_runtime(server)
@@ -137,13 +138,13 @@ def make_api(
 
     app = create_app(
         runtime,
-        token=TOKEN,
+        token=token,
         is_serving=lambda: holder["api"].serving,
         store=store,
         on_change=on_change,
         upload_limits=limits,
     )
-    client = TestClient(app, headers=AUTH)
+    client = TestClient(app, headers={"Authorization": f"Bearer {token}"})
     api = Api(client=client, store=store, runtime=runtime, data_dir=data_dir)
     holder["api"] = api
     return api

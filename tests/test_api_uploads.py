@@ -286,6 +286,30 @@ def test_too_many_open_uploads(tmp_path: Path) -> None:
         api.close()
 
 
+def test_the_open_uploads_limit_counts_per_api_token(tmp_path: Path) -> None:
+    """Issue 13, item 4: a token's abandoned uploads do not block another token — after the
+    API token is changed (a new `api-token`, `VR_API_TOKEN` or `server.api_token` and a
+    restart), the old token's idle sessions do not count against the new one."""
+    old = make_api(tmp_path, limits=UploadLimits(max_sessions=2), token="old-token-0123456789")
+    try:
+        for _ in range(2):
+            assert old.post("/api/blobs/uploads").status_code == 202
+        refused = old.post("/api/blobs/uploads")
+        assert refused.status_code == 409 and "of this API token" in error(refused)["message"]
+    finally:
+        old.close()
+    new = make_api(tmp_path, limits=UploadLimits(max_sessions=2), token="new-token-9876543210")
+    try:
+        for _ in range(2):
+            assert new.post("/api/blobs/uploads").status_code == 202
+        assert new.post("/api/blobs/uploads").status_code == 409
+        assert len(new.store.upload_ids()) == 4  # the old ones idle on, until they expire
+        owners = {new.store.get_upload(i).owner for i in new.store.upload_ids()}  # type: ignore[union-attr]
+        assert len(owners) == 2 and all(len(o) == 16 and "token" not in o for o in owners)
+    finally:
+        new.close()
+
+
 def test_abandoned_uploads_free_their_slots_after_an_hour_idle(tmp_path: Path) -> None:
     """Issue 13, item 4: 32 uploads started and never completed refused every new upload for
     24 h, across restarts. Now a session idle for an hour is discarded, and a refusal says

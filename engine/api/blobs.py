@@ -13,6 +13,7 @@ bytes → 203; `GET …/{id}/status` → 204 with the same headers; `POST
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -24,6 +25,13 @@ from engine.store import ListOptions
 from engine.uploads import UploadState, parse_digest
 
 TOKEN_HEADER = "PortSIP-Upload-Token"
+
+
+def token_owner(request: Request) -> str:
+    """A fingerprint of the request's bearer token (checked by the auth middleware), which
+    owns the upload sessions it starts; never the token itself."""
+    credential = request.headers.get("authorization", "").partition(" ")[2].strip()
+    return hashlib.sha256(credential.encode()).hexdigest()[:16] if credential else ""
 
 
 def _upload_headers(state: UploadState) -> dict[str, str]:
@@ -50,8 +58,10 @@ def blobs_router(ctx: ApiContext) -> APIRouter:
     uploads = ctx.uploads
 
     @router.post("/api/blobs/uploads", status_code=202)
-    async def start_upload(filename: str | None = None, temporary: bool = False) -> Response:
-        state = await uploads.start(filename, temporary)
+    async def start_upload(
+        request: Request, filename: str | None = None, temporary: bool = False
+    ) -> Response:
+        state = await uploads.start(filename, temporary, token_owner(request))
         return Response(status_code=202, headers=_upload_headers(state))
 
     async def append(upload_id: str, request: Request) -> Response:

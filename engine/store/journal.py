@@ -29,6 +29,7 @@ class Journal(Database):
             temporary=bool(row["temporary"]),
             created_at=row["created_at"],
             touched_at=float(row["touched_at"]),
+            owner=row["owner"],
         )
 
     def create_upload(
@@ -39,18 +40,25 @@ class Journal(Database):
         temporary: bool,
         now: float,
         max_sessions: int,
+        owner: str = "",
     ) -> UploadSession:
+        """A new upload session; Conflict when `owner` (an API token's fingerprint) has
+        `max_sessions` open already."""
         with self._transaction() as conn:
-            count = conn.execute("SELECT COUNT(*) FROM uploads").fetchone()[0]
+            count = conn.execute(
+                "SELECT COUNT(*) FROM uploads WHERE owner = ?", (owner,)
+            ).fetchone()[0]
             if count >= max_sessions:
                 raise Conflict(
-                    f"{count} uploads are in progress; complete or destroy one first",
-                    {"uploads": f"at most {max_sessions} uploads may be open at once"},
+                    f"{count} uploads of this API token are in progress; complete or destroy "
+                    "one first",
+                    {"uploads": f"at most {max_sessions} uploads per API token may be open"},
                 )
             conn.execute(
-                "INSERT INTO uploads (id, token, filename, temporary, created_at, touched_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (upload_id, token, filename, int(temporary), now_text(), now),
+                "INSERT INTO uploads "
+                "(id, token, filename, temporary, created_at, touched_at, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (upload_id, token, filename, int(temporary), now_text(), now, owner),
             )
         session = self.get_upload(upload_id)
         assert session is not None
@@ -65,14 +73,20 @@ class Journal(Database):
         with self._transaction() as conn:
             return bool(conn.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)).rowcount)
 
-    def upload_ids(self, *, touched_before: float | None = None) -> list[str]:
+    def upload_ids(
+        self, *, touched_before: float | None = None, owner: str | None = None
+    ) -> list[str]:
+        where: list[str] = []
+        args: list[float | str] = []
+        if touched_before is not None:
+            where.append("touched_at < ?")
+            args.append(touched_before)
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        sql = "SELECT id FROM uploads" + (" WHERE " + " AND ".join(where) if where else "")
         with self._lock:
-            if touched_before is None:
-                rows = self._conn.execute("SELECT id FROM uploads").fetchall()
-            else:
-                rows = self._conn.execute(
-                    "SELECT id FROM uploads WHERE touched_at < ?", (touched_before,)
-                ).fetchall()
+            rows = self._conn.execute(sql, args).fetchall()
         return [row["id"] for row in rows]
 
     # --- call records --------------------------------------------------------------------------

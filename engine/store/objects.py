@@ -51,6 +51,7 @@ class UploadSession:
     temporary: bool
     created_at: str
     touched_at: float
+    owner: str = ""  # the fingerprint of the API token that started it
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE disa_failures (key TEXT NOT NULL, at REAL NOT NULL)""",
         "CREATE INDEX disa_failures_key ON disa_failures(key, at)",
     ),
-    # 2: a prompt can be downloaded by the digest of the bytes uploaded, too
-    ("CREATE INDEX files_source_digest ON files(source_digest)",),
+    # 2: a prompt can be downloaded by the digest of the bytes uploaded, too; the limit of open
+    # uploads counts per API token (its fingerprint; '' for sessions from before)
+    (
+        "CREATE INDEX files_source_digest ON files(source_digest)",
+        "ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
