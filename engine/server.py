@@ -244,14 +244,16 @@ def serve(
     prompts = PromptLibrary()
     store = Store.open(data_dir)
     try:
-        if not store.seeded:
+        seeded_before = store.seeded
+        if not seeded_before:
             configured, configured_files = prepare_prompt_files(
                 config, base or Path.cwd(), data_dir
             )
             seed_from_config(store, configured, configured_files)
-        elif config.ivrs:
+        snapshot = store.snapshot()
+        if seeded_before and config.ivrs:
             differences = seeding_differences(
-                config.ivrs, base or Path.cwd(), store.snapshot().receptionists
+                config.ivrs, base or Path.cwd(), snapshot.receptionists
             )
             for line in differences:
                 log.warning(SEEDING_DIFFERS, store.path, line)
@@ -261,7 +263,6 @@ def serve(
                     "configuration's receptionists only seed a new data directory",
                     store.path,
                 )
-        snapshot = store.snapshot()
         for ivr in snapshot.receptionists.values():
             resolved = prompts.resolve_language(ivr.language)
             if resolved != ivr.language:

@@ -23,6 +23,7 @@ import stat
 import sys
 from pathlib import Path
 
+from engine.admission import AdmissionCounters
 from engine.telephony.base import (
     CallConfirmed,
     CallDisconnected,
@@ -41,6 +42,7 @@ def out(obj: dict[str, object]) -> None:
 
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
+    admission = AdmissionCounters(None)  # the door's, taken as the runtime takes them
     tel = PjsuaTelephony(
         SipSettings(
             host=args.host,
@@ -48,7 +50,8 @@ async def serve(args: argparse.Namespace) -> None:
             max_calls=args.max_calls,
             log_level=args.log_level,
             rtp_port=args.rtp_port,
-        )
+        ),
+        admission,
     )
     active: set[str] = set()
     stop = asyncio.Event()
@@ -62,6 +65,7 @@ async def serve(args: argparse.Namespace) -> None:
             out({"event": "counts_at_dtmf", **tel.debug_counts()})
         match ev:
             case IncomingCall(call_id=cid):
+                admission.take_charged(ev.sip_call_id)  # as the runtime does
                 if args.enforce_limit and len(active) >= min(args.enforce_limit, tel.max_calls):
                     tel.reject(cid, 503, "Service Unavailable")
                     return
