@@ -8,7 +8,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.config import ConfigFile, load_config, parse_config, read_config_data
+from engine.config import (
+    ConfigFile,
+    load_config,
+    parse_config,
+    read_config_data,
+    shadowing_problems,
+)
 from engine.demo import with_demo_receptionist
 from engine.errors import ConfigError, TelephonyBuildError, VrError
 
@@ -77,6 +83,8 @@ def _check_config(path: Path) -> int:
         f"{path}: OK — {len(config.ivrs)} receptionist(s): "
         + ", ".join(f"{i.extension_number} ({i.name})" for i in config.ivrs)
     )
+    for problem in shadowing_problems(config.ivrs):
+        print(f"warning: {problem.path}: {problem.message}", file=sys.stderr)
     return 0
 
 

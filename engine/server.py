@@ -24,7 +24,7 @@ from engine.action_urls import ActionUrlClient
 from engine.admission import AdmissionCounters
 from engine.api import create_app
 from engine.audio import convert_for_playback
-from engine.config import ConfigFile, ConfigReceptionist
+from engine.config import ConfigFile, ConfigReceptionist, shadowing_problems
 from engine.errors import (
     PromptError,
     TelephonyBuildError,
@@ -264,6 +264,9 @@ def serve(
                     store.path,
                 )
         for ivr in snapshot.receptionists.values():
+            for problem in shadowing_problems([ivr]):
+                field = problem.path.removeprefix("ivrs[0].")
+                log.warning("receptionist %s: %s: %s", ivr.extension_number, field, problem.message)
             resolved = prompts.resolve_language(ivr.language)
             if resolved != ivr.language:
                 log.info(

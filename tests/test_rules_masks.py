@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.rules.masks import mask_problems, parse_mask, split_entries
+from engine.rules.masks import mask_problems, parse_mask, shadowed_entries, split_entries
 
 digits = st.text(alphabet="0123456789", min_size=1, max_size=12)
 
@@ -139,3 +139,24 @@ def test_prefix_check_agrees_with_matching(a: int, b: int, value: str) -> None:
     mask = parse_mask(f"{min(a, b)}-{max(a, b)};5*1")
     if mask.matches(value):
         assert all(mask.could_extend_to_match(value[:i]) for i in range(len(value) + 1))
+
+
+@pytest.mark.parametrize(
+    ("mask", "keys", "shadowed"),
+    [
+        ("1000-1099", ["1", "2", "0"], ["1000-1099"]),  # the old demo's exclude_list
+        ("5000-5099", ["1", "2", "0"], []),
+        ("1000-2099", ["1"], []),  # 2000-2099 can be keyed in
+        ("1000-2099", ["1", "2"], ["1000-2099"]),
+        ("12**;13**", ["12"], ["12**"]),  # a two-key rule shadows what starts with it
+        ("1;10", ["1"], ["1", "10"]),
+        ("100-999", ["1", "2", "3", "4", "5", "6", "7", "8", "9"], ["100-999"]),
+        ("0100-0199", ["0"], ["0100-0199"]),
+        ("ALL", ["1"], []),  # ALL matches numbers starting with other digits too
+        ("1000-1099", [], []),
+        ("1000-1099", ["*1", "1#"], []),  # a # rule waits; * keys start no number
+        ("not a mask", ["1"], []),  # invalid masks are reported elsewhere
+    ],
+)
+def test_shadowed_entries(mask: str, keys: list[str], shadowed: list[str]) -> None:
+    assert shadowed_entries(mask, keys) == shadowed

@@ -14,6 +14,7 @@ Syntax: entries separated by `;` (or `,`), blanks ignored. An entry is
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _NUMBER = re.compile(r"^\+?[0-9*]{1,64}$")
@@ -161,3 +162,28 @@ def parse_mask(text: str) -> Mask:
         else:
             entries.append(_Pattern(raw))
     return Mask(tuple(entries))
+
+
+def shadowed_entries(text: str, keys: Iterable[str]) -> list[str]:
+    """The entries of mask `text` that no caller can ever key in, because every number they
+    match starts with one of `keys` — menu rules without `#`, which fire as soon as the
+    digits equal them (SPEC §5): with a rule `1`, `1000-1099` is out of reach."""
+    digit_keys = frozenset(k for k in keys if k.isdigit() and k.isascii())
+    if not digit_keys or mask_problems(text):
+        return []
+    depth = max(len(k) for k in digit_keys)
+    shadowed = []
+    for raw in split_entries(text):
+        (entry,) = parse_mask(raw).entries
+        if not isinstance(entry, _All) and not _reachable(entry, "", digit_keys, depth):
+            shadowed.append(raw)
+    return shadowed
+
+
+def _reachable(entry: _Entry, prefix: str, keys: frozenset[str], depth: int) -> bool:
+    """Whether some number `entry` matches starts with `prefix` and with no key."""
+    if prefix in keys or (prefix and not entry.could_extend_to_match(prefix)):
+        return False
+    if len(prefix) >= depth or (prefix and entry.matches(prefix)):
+        return True
+    return any(_reachable(entry, prefix + digit, keys, depth) for digit in "0123456789")
