@@ -83,8 +83,9 @@ def _check_config(path: Path) -> int:
         f"{path}: OK — {len(config.ivrs)} receptionist(s): "
         + ", ".join(f"{i.extension_number} ({i.name})" for i in config.ivrs)
     )
-    for problem in shadowing_problems(config.ivrs):
-        print(f"warning: {problem.path}: {problem.message}", file=sys.stderr)
+    for index, ivr in enumerate(config.ivrs):
+        for problem in shadowing_problems(ivr):
+            print(f"warning: ivrs[{index}].{problem.path}: {problem.message}", file=sys.stderr)
     return 0
 
 

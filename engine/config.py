@@ -149,28 +149,26 @@ def load_config(path: Path) -> ConfigFile:
     return parse_config(read_config_data(path), base=path.parent, source=str(path))
 
 
-def shadowing_problems(receptionists: Iterable[Receptionist]) -> list[FieldProblem]:
-    """Warnings, not errors: `exclude_list` and DTMF `dtmf_mask` entries that no caller can
-    key in, because a menu rule without `#` fires at the first key(s) of every number they
-    match (the demo blocked 1000-1099 beside a rule `1`). Paths as `ivrs[0].exclude_list`."""
-    problems: list[FieldProblem] = []
-    for index, ivr in enumerate(receptionists):
-        keys = [rule.user_input for rule in ivr.custom_forward_rules if not rule.needs_hash]
-        fields = [("exclude_list", ivr.exclude_list)]
-        fields += [
-            (f"action_urls[{n}].dtmf_mask", url.dtmf_mask)
-            for n, url in enumerate(ivr.action_urls)
-            if url.type is ActionUrlType.DTMF
-        ]
-        for name, text in fields:
-            for entry in shadowed_entries(text, keys):
-                firing = sorted(k for k in keys if k.isdigit())
-                problems.append(
-                    FieldProblem(
-                        f"ivrs[{index}].{name}",
-                        f"{entry} can never be keyed in: every number it matches starts with "
-                        f"a menu rule's keys ({', '.join(firing)}), which fire at once; "
-                        "use other numbers or `#` rules (like 1#)",
-                    )
-                )
-    return problems
+def shadowing_problems(ivr: Receptionist) -> list[FieldProblem]:
+    """Warnings, not errors: `exclude_list` and DTMF `dtmf_mask` entries of a receptionist
+    that no caller can key in, because a menu rule without `#` fires at the first key(s) of
+    every number they match (the demo blocked 1000-1099 beside a rule `1`). Paths relative
+    to the receptionist (`exclude_list`, `action_urls[0].dtmf_mask`)."""
+    keys = [rule.user_input for rule in ivr.custom_forward_rules if not rule.needs_hash]
+    firing = ", ".join(sorted(k for k in keys if k.isdigit()))
+    fields = [("exclude_list", ivr.exclude_list)]
+    fields += [
+        (f"action_urls[{n}].dtmf_mask", url.dtmf_mask)
+        for n, url in enumerate(ivr.action_urls)
+        if url.type is ActionUrlType.DTMF
+    ]
+    return [
+        FieldProblem(
+            name,
+            f"{entry} can never be keyed in: every number it matches starts with a menu "
+            f"rule's keys ({firing}), which fire at once; use other numbers or `#` rules "
+            "(like 1#)",
+        )
+        for name, text in fields
+        for entry in shadowed_entries(text, keys)
+    ]

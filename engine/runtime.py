@@ -212,10 +212,14 @@ class Runtime:
         if call is None:
             return
         match event:
-            case CallConfirmed(media=False):
+            case CallConfirmed():
                 self._confirmed(call)
                 self.admission.acked(call.incoming.source_host, time.monotonic())
-                self._end_on_our_own(call, "the ACK carried no SDP answer: no audio to play")
+                if event.media:
+                    call.sip.confirmed_at = self.clock().isoformat()
+                    self._feed(call, CallAnswered(at=self.clock()))
+                else:
+                    self._end_on_our_own(call, "the ACK carried no SDP answer: no audio to play")
             case StrayAck():
                 if not call.confirmed and event.source_host == call.incoming.source_host:
                     self._end_on_our_own(
@@ -223,11 +227,6 @@ class Runtime:
                         "its ACK had no To tag, so it matched no dialog (RFC 3261 12.2.1.1): "
                         "the call could never be confirmed",
                     )
-            case CallConfirmed():
-                self._confirmed(call)
-                self.admission.acked(call.incoming.source_host, time.monotonic())
-                call.sip.confirmed_at = self.clock().isoformat()
-                self._feed(call, CallAnswered(at=self.clock()))
             case DtmfDigit():
                 call.dtmf_methods[event.method] = call.dtmf_methods.get(event.method, 0) + 1
                 self.metrics.dtmf.labels(event.method).inc()

@@ -41,6 +41,7 @@ from engine.store import (
     StoreBackend,
     StoreCallRecords,
     StoreDisaSink,
+    configured_file_id,
     seed_from_config,
     seeding_differences,
 )
@@ -92,7 +93,7 @@ def prepare_prompt_files(
             if value:
                 source = base / value
                 digest = sha256_file(source)
-                file_id = f"cfg-{digest[:24]}"
+                file_id = configured_file_id(digest)
                 target = data_dir / "prompts" / f"{digest}.wav"
                 if not target.exists():
                     seconds = convert_for_playback(source, target)
@@ -264,9 +265,10 @@ def serve(
                     store.path,
                 )
         for ivr in snapshot.receptionists.values():
-            for problem in shadowing_problems([ivr]):
-                field = problem.path.removeprefix("ivrs[0].")
-                log.warning("receptionist %s: %s: %s", ivr.extension_number, field, problem.message)
+            for problem in shadowing_problems(ivr):
+                log.warning(
+                    "receptionist %s: %s: %s", ivr.extension_number, problem.path, problem.message
+                )
             resolved = prompts.resolve_language(ivr.language)
             if resolved != ivr.language:
                 log.info(

@@ -72,8 +72,9 @@ class AdmissionCounters:
         self._proven: OrderedDict[str, float] = OrderedDict()  # source → when it last ACKed
         self._unconfirmed: Counter[str] = Counter()
         self._answered_at: dict[str, dict[str, float]] = {}  # source → call → when answered
-        # Call-ID → (source or None, when charged)
-        self._charged: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
+        self._charged: OrderedDict[str, str | None] = OrderedDict()  # Call-ID → source
+        # source → Call-ID → when charged: `in_flight` reads one source's, not every charge
+        self._charged_from: dict[str, dict[str, float]] = {}
 
     # --- asked by `decide` ------------------------------------------------------------------
 
@@ -158,29 +159,37 @@ class AdmissionCounters:
         if not call_id:
             return
         with self._lock:
-            self._charged[call_id] = (source, now)
+            self._forget_charge(call_id)
+            self._charged[call_id] = source
+            if source is not None:
+                self._charged_from.setdefault(source, {})[call_id] = now
             while len(self._charged) > CHARGED_MEMORY:
-                self._charged.popitem(last=False)
+                self._forget_charge(next(iter(self._charged)))
 
     def take_charged(self, call_id: str) -> bool:
         """Whether the door charged `call_id` (and forget it)."""
         with self._lock:
-            try:
-                del self._charged[call_id]
-            except KeyError:
-                return False
-            return True
+            return self._forget_charge(call_id)
+
+    def _forget_charge(self, call_id: str) -> bool:
+        """Drop `call_id`'s charge (lock held); whether there was one."""
+        if call_id not in self._charged:
+            return False
+        source = self._charged.pop(call_id)
+        if source is not None:  # then `charge` filed it under its source
+            charges = self._charged_from[source]
+            del charges[call_id]
+            if not charges:
+                del self._charged_from[source]
+        return True
 
     def in_flight(self, source: str, now: float) -> int:
         """New calls from `source` not confirmed yet: INVITEs the door let through in the last
         `IN_FLIGHT_FOR` s that pjsua has not reported, and answered calls without their ACK.
         A burst of INVITEs arrives faster than the runtime answers them, so both count."""
         with self._lock:
-            charged = sum(
-                1
-                for who, at in reversed(self._charged.values())
-                if who == source and at > now - IN_FLIGHT_FOR
-            )
+            charges = self._charged_from.get(source, {})
+            charged = sum(1 for at in charges.values() if at > now - IN_FLIGHT_FOR)
             return charged + self._unconfirmed[source]
 
     # --- the runtime's answered calls -------------------------------------------------------

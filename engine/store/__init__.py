@@ -82,6 +82,7 @@ from engine.store.schema import (
     SCHEMA_VERSION,
 )
 from engine.store.seed import (
+    configured_file_id,
     receptionist_snapshot,
     seed_from_config,
     seeding_differences,
@@ -133,6 +134,7 @@ __all__ = [
     "compile_filter",
     "compile_list",
     "compile_orderby",
+    "configured_file_id",
     "new_id",
     "now_text",
     "receptionist_document",

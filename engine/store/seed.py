@@ -19,6 +19,11 @@ from engine.validation import field_path
 log = logging.getLogger(__name__)
 
 
+def configured_file_id(digest: str) -> str:
+    """The file id seeding gives a prompt file of the configuration (from its SHA-256)."""
+    return f"cfg-{digest[:24]}"
+
+
 def receptionist_snapshot(store: StoreBackend) -> dict[str, Receptionist]:
     """Every stored receptionist by extension number, for `Runtime.apply`."""
     return store.snapshot().receptionists
@@ -115,17 +120,17 @@ def seeding_differences(
             continue
         mine = ivr.model_dump(mode="json", exclude=_NOT_COMPARED)
         theirs = current.model_dump(mode="json", exclude=_NOT_COMPARED)
+        named_by_path: dict[str, str] = {}  # a prompt's id field → the path field given
         for path_field, id_field in _PROMPTS:
             value = getattr(ivr, path_field, None)
             if isinstance(value, str) and value:
                 source = base / value
-                # the id seeding gives a configured prompt (engine.server.prepare_prompt_files)
-                mine[id_field] = f"cfg-{sha256_file(source)[:24]}" if source.is_file() else value
+                mine[id_field] = (
+                    configured_file_id(sha256_file(source)) if source.is_file() else value
+                )
+                named_by_path[id_field] = path_field
         paths = [field_path(p) for p in _differing_paths(mine, theirs, ())]
-        paths = [
-            next((f for f, i in _PROMPTS if path == i and getattr(ivr, f, None)), path)
-            for path in paths
-        ]
+        paths = [named_by_path.get(path, path) for path in paths]
         if paths:
             shown = ", ".join(paths[:MAX_PATHS])
             more = f" and {len(paths) - MAX_PATHS} more" if len(paths) > MAX_PATHS else ""

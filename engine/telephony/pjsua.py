@@ -172,6 +172,9 @@ class PjsuaTelephony:
         self._log_writer: Any = None
         self._transports: list[int] = []
         self._calls: dict[CallId, _CallState] = {}
+        # SIP Call-ID → call, for the door's stray ACKs (a flood of them must not scan every
+        # call); the latest call of a Call-ID a second INVITE reused
+        self._by_sip_call_id: dict[str, CallId] = {}
         self._retired_players: list[Any] = []
         self._deferred: list[Callable[[], None]] = []
         self._last_reconcile = 0.0
@@ -453,6 +456,7 @@ class PjsuaTelephony:
     def _destroy_endpoint(self) -> None:
         self._stop_all_players()
         self._calls.clear()
+        self._by_sip_call_id.clear()
         self._deferred.clear()
         self._retired_players.clear()
         if self._account is not None:
@@ -503,6 +507,7 @@ class PjsuaTelephony:
         whole = str(rdata.wholeMsg)
         info = parse_invite(whole)
         self._calls[key].sip_call_id = info.call_id
+        self._by_sip_call_id[info.call_id] = key
         host, port = parse_host_port(str(rdata.srcAddress))
         log.debug("call %s: INVITE from %s:%d", key, host, port)
         problem = None
@@ -531,9 +536,9 @@ class PjsuaTelephony:
     def _on_stray_ack(self, sip_call_id: str, source_host: str | None) -> None:
         """The door consumed an ACK without a To tag (pjsua thread): tell the runtime which
         call it names, if one that is not confirmed yet."""
-        for st in self._calls.values():
-            if st.sip_call_id == sip_call_id and not st.confirmed and not st.disconnected:
-                self._emit(StrayAck(call_id=st.key, source_host=source_host))
+        st = self._calls.get(self._by_sip_call_id.get(sip_call_id, ""))
+        if st is not None and not st.confirmed and not st.disconnected:
+            self._emit(StrayAck(call_id=st.key, source_host=source_host))
 
     def on_call_rx_offer(self, key: CallId, prm: Any) -> None:
         """A re-INVITE or UPDATE offers new media: refuse it (488) when pjmedia could not
@@ -594,6 +599,8 @@ class PjsuaTelephony:
     def _release(self, key: CallId) -> None:
         st = self._calls.pop(key, None)
         if st is not None:
+            if self._by_sip_call_id.get(st.sip_call_id) == key:
+                del self._by_sip_call_id[st.sip_call_id]
             self._stop_player(st)
 
     def on_call_media_state(self, key: CallId, prm: Any) -> None:

@@ -68,7 +68,6 @@ class Door:
     ) -> None:
         self._lib = lib
         self._on_stray_ack = on_stray_ack  # (SIP Call-ID, source host), on the pjsua thread
-        self.stray_acks = 0  # ACKs matching no dialog, consumed here
         self._counters = counters
         self._limit_text = limit_text
         self._ipv6 = ipv6  # the media family of the server (for `sdp_problem`)
@@ -161,7 +160,6 @@ class Door:
                 # To-tag-less one and aborts the process (pjsip asserts that no response is
                 # created for an ACK). Tag-less with a call's Call-ID: that call can never be
                 # confirmed (PROTOS c07-sip's teardown ACKs): the runtime is told.
-                self.stray_acks += 1
                 if tagless and request.call_id and self._on_stray_ack is not None:
                     self._on_stray_ack(request.call_id, request.source_host)
                 return 1
@@ -178,7 +176,7 @@ class Door:
                 now,
             )
             if isinstance(decision, Admit):
-                if located and request.method == "INVITE":
+                if located:
                     self._counters.charge(request.call_id, request.source_host, now)
                 return 0
             if not decision.silent:
@@ -198,8 +196,8 @@ class Door:
             return 0
 
     def _facts(self, rdata: int, info: int) -> tuple[NewRequest, bool, bool]:
-        """What the door can read of a request, whether its source address was read (then
-        the per-source limits apply here, and an admitted INVITE is charged for them), and
+        """What the door can read of a request, whether it is an INVITE whose source address
+        was read (then the per-source limits apply here, and it is charged if admitted), and
         whether its To header was read and has no tag."""
         words = ctypes.string_at(info).split(b" ", 3)  # Request msg INVITE/cseq=1 (rdata…)
         method = words[2].split(b"/", 1)[0].decode("ascii", "replace") if len(words) > 2 else ""
