@@ -409,6 +409,11 @@ def test_a_burst_from_one_source_cannot_take_the_last_slot() -> None:
     assert isinstance(decide(INVITE, replace(door, calls=3), d, 0.1), Admit)
     d.charge("two", PBX, 0.1)  # a second one in flight: a burst
     assert isinstance(decide(INVITE, replace(door, calls=3), d, 0.1), Refuse)
+    # a PBX that ACKed a call before may start calls in a burst (four callers at once)
+    d.acked(PBX, 0.05)
+    assert isinstance(decide(INVITE, replace(door, calls=3), d, 0.1), Admit)
+    # but not while one of its answered calls waits for the ACK 2 s or more
+    assert isinstance(decide(INVITE, replace(door, calls=3), d, 2.5), Refuse)
 
 
 def test_a_source_probing_extensions_cannot_tell_them_apart() -> None:

@@ -113,16 +113,21 @@ class AdmissionCounters:
             while len(self._proven) > MAX_SOURCES:
                 self._proven.popitem(last=False)
 
+    def proven(self, source: str, now: float) -> bool:
+        """Whether `source` ACKed a call in the last `PROVEN_FOR` s (see `acked`)."""
+        with self._lock:
+            at = self._proven.get(source)
+            return at is not None and at > now - PROVEN_FOR
+
     def missed(self, source: str, now: float) -> bool:
         """`source` called an extension that does not exist. True when that was one too many
         (`unknown_per_minute`): the source is blocked from now for `unknown_block` s. A
         source that ACKed a call in the last `PROVEN_FOR` s is never blocked."""
         if self._misses is None or self.limit is None:
             return False
+        if self.proven(source, now):
+            return False
         with self._lock:
-            proven = self._proven.get(source)
-            if proven is not None and proven > now - PROVEN_FOR:
-                return False
             if self._misses.allow(source, now):
                 return False
             self._blocked.pop(source, None)

@@ -97,8 +97,9 @@ def _sipvicious_tag(from_header: str) -> bool:
     return bool(sep) and 6 <= len(tail) <= 10 and tail.isdigit() and printable
 
 
-# A source with this many new calls not yet confirmed (a burst: a PBX has one in flight at a
-# time unless it starts calls within its ACK's round trip) cannot take the reserved slots.
+# A source with this many new calls not yet confirmed (a burst) cannot take the reserved
+# slots, unless it ACKed a call before: a PBX starts calls in bursts too (four callers at
+# once), and a source that never ACKed is the silent flood the reserve is for.
 BURST_IN_FLIGHT = 2
 
 
@@ -313,7 +314,10 @@ def _route(
         and server.capacity - server.calls <= reserved_slots(server.capacity)
         and (
             counters.stale_unconfirmed(request.source_host, now) > 0
-            or counters.in_flight(request.source_host, now) >= BURST_IN_FLIGHT
+            or (
+                counters.in_flight(request.source_host, now) >= BURST_IN_FLIGHT
+                and not counters.proven(request.source_host, now)
+            )
         )
     ):
         return Refuse(
@@ -323,7 +327,7 @@ def _route(
             detail=(
                 "the last free call slots are kept for sources whose answered calls were "
                 "ACKed; this source has a call waiting for its ACK for 2 s or more, or "
-                f"{BURST_IN_FLIGHT} or more new calls not confirmed yet"
+                f"{BURST_IN_FLIGHT} or more new calls not confirmed yet and no call it ACKed"
             ),
             retry_after=RETRY_AFTER,
         )

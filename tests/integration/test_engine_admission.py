@@ -301,3 +301,62 @@ def test_a_silent_source_cannot_take_the_last_call_slot(
     assert codes == [200] * capacity, codes  # every call slot of the SIP stack is free again
     record = engine.record("adm-after-silent")
     assert record["outcome"] == "hung_up_by_caller"
+
+
+def test_a_pbx_that_acked_a_call_may_take_every_slot_in_a_burst(
+    wheel_engine: tuple[Procs, Engine],
+) -> None:
+    """The reserve must not refuse a PBX: four callers reach it at once and it starts four
+    calls within an ACK's round trip. (The CI run of session 5 refused the wheel's 4th
+    concurrent call this way.) A source that ACKed a call before is not a silent flood: its
+    burst takes every slot, the 4th INVITE sent while the other three wait for their ACKs."""
+    _, engine = wheel_engine
+    engine.wait_idle(timeout=40)
+    capacity = engine.status()["capacity"]
+    rng = random.Random(34)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.14", 0))
+        target = Target("127.0.0.1", engine.sip_port, "127.0.0.14", sock.getsockname()[1])
+        sock.settimeout(5)
+
+        def send(method: str, n: int, to_tag: str | None = None, cseq: int = 1) -> None:
+            body = sdp(rng, "127.0.0.14") if method == "INVITE" else ""
+            common = {"user": "800", "call_id": f"pbx-{n}@x", "from_tag": f"pbx{n}"}
+            data = request(rng, target, method, body=body, to_tag=to_tag, cseq=cseq, **common)
+            sock.sendto(data, (target.host, target.port))
+
+        def final(n: int, method: str = "INVITE") -> tuple[int, str]:
+            """The final answer to call n's `method`, and its To tag."""
+            while True:  # retransmitted 200s of the other calls arrive meanwhile
+                answer = sock.recv(65536).decode()
+                head = answer.split("\r\n\r\n", 1)[0].split("\r\n")
+                status = head[0].split(" ", 2)[1]
+                cseq = next(ln for ln in head if ln.lower().startswith(("cseq:", "cseq ")))
+                if f"pbx-{n}@x" in answer and method in cseq and not status.startswith("1"):
+                    to = next(ln for ln in head if ln.lower().startswith(("to:", "t:")))
+                    return int(status), to.rsplit("tag=", 1)[-1].split(";")[0]
+
+        def hang_up(n: int, to_tag: str) -> None:
+            send("BYE", n, to_tag, cseq=2)
+            assert final(n, "BYE")[0] == 200
+
+        send("INVITE", 0)  # the PBX's first call: answered and ACKed, then hung up
+        status, tag = final(0)
+        assert status == 200
+        send("ACK", 0, tag)
+        time.sleep(0.5)
+        hang_up(0, tag)
+        engine.wait_idle()
+        tags = []
+        for n in range(1, capacity + 1):
+            time.sleep(0.15)  # below the wheel's pace of new calls (10 a second)
+            send("INVITE", n)
+            status, tag = final(n)
+            assert status == 200, (n, status)  # the last one too: no 503 for the reserve
+            tags.append(tag)
+        assert engine.status()["active_calls"] == capacity
+        for n, tag in enumerate(tags, start=1):
+            send("ACK", n, tag)
+        for n, tag in enumerate(tags, start=1):
+            hang_up(n, tag)
+    engine.wait_idle()
